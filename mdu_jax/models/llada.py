@@ -1,0 +1,149 @@
+"""LLaDA specifics: reading its ``config.json`` and its checkpoint tensor names.
+
+LLaDA (GSAI-ML/LLaDA-8B-*) is a bidirectional Llama-style stack with its own names:
+``ff_proj`` is the SiLU gate, ``up_proj`` the linear branch, the block's ``ff_out`` the down
+projection, ``attn_out`` the output projection, and the top-level ``transformer.ff_out`` the
+untied LM head. Its padding mask masks keys only; logits are not shifted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from mdu_jax.models.config import ConfigError, ModelConfig, expect, require
+from mdu_jax.models.params import HFTensor
+
+MASK_TOKEN = "<|mdm_mask|>"
+MASK_TOKEN_ID = 126336
+
+
+def config_from_hf(data: Mapping[str, Any]) -> dict[str, Any]:
+    """ModelConfig fields from a LLaDA ``config.json`` dict (model_type 'llada')."""
+    # Architectural switches the LLaDA code supports but the released checkpoints do not use:
+    # refuse them rather than silently computing a different network.
+    expect(data, "block_type", ("llama",), "llama")
+    expect(data, "activation_type", ("silu",), "silu")
+    expect(data, "layer_norm_type", ("rms",), "rms")
+    expect(data, "alibi", (False,), False)
+    expect(data, "rope", (True,), True)
+    expect(data, "include_bias", (False,), False)
+    expect(data, "include_qkv_bias", (False, None), False)
+    expect(data, "attention_layer_norm", (False,), False)
+    expect(data, "scale_logits", (False,), False)
+    expect(data, "input_emb_norm", (False,), False)
+    expect(data, "layer_norm_with_affine", (True,), True)
+    expect(data, "bias_for_layer_norm", (False, None), None)
+    d_model = require(data, "d_model")
+    n_heads = require(data, "n_heads")
+    if data.get("multi_query_attention"):
+        n_kv_heads = 1
+    else:
+        n_kv_heads = data.get("n_kv_heads")
+        n_kv_heads = n_heads if n_kv_heads is None else require(data, "n_kv_heads")
+    vocab = require(data, "vocab_size")
+    embedding = data.get("embedding_size")
+    if embedding is None:
+        embedding = vocab
+    else:
+        embedding = require(data, "embedding_size")
+    if embedding < vocab:
+        raise ConfigError(f"config field 'embedding_size': {embedding} is smaller than vocab_size={vocab}")
+    if d_model % n_heads:
+        raise ConfigError(f"config field 'n_heads': {n_heads} does not divide d_model={d_model}")
+    # LLaDA's code default for weight_tying is True but the released checkpoints are untied:
+    # the field must be present so that a truncated config is not silently misread.
+    return dict(
+        family="llada",
+        vocab_size=embedding,
+        hidden_size=d_model,
+        num_layers=require(data, "n_layers"),
+        num_heads=n_heads,
+        num_kv_heads=n_kv_heads,
+        head_dim=d_model // n_heads,
+        intermediate_size=require(data, "mlp_hidden_size"),
+        rope_theta=require(data, "rope_theta", float),
+        rms_norm_eps=float(data.get("rms_norm_eps", 1e-5)),
+        tie_word_embeddings=require(data, "weight_tying", bool),
+        qkv_bias=False,
+        mask_token_id=require(data, "mask_token_id"),
+        eos_token_id=require(data, "eos_token_id"),
+        pad_token_id=require(data, "pad_token_id"),
+        bos_token_id=data.get("bos_token_id"),
+        max_position_embeddings=int(data.get("max_sequence_length", 4096)),
+    )
+
+
+def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    """A LLaDA ``config.json`` dict equivalent to `cfg` (keys of the LLaDA remote code)."""
+    return {
+        "architectures": ["LLaDAModelLM"],
+        "model_type": "llada",
+        "activation_type": "silu",
+        "alibi": False,
+        "alibi_bias_max": 8.0,
+        "attention_dropout": 0.0,
+        "attention_layer_norm": False,
+        "attention_layer_norm_with_affine": True,
+        "bias_for_layer_norm": False,
+        "block_group_size": 1,
+        "block_type": "llama",
+        "d_model": cfg.hidden_size,
+        "embedding_dropout": 0.0,
+        "embedding_size": cfg.vocab_size,
+        "eos_token_id": cfg.eos_token_id,
+        "flash_attention": False,
+        "include_bias": False,
+        "include_qkv_bias": False,
+        "init_cutoff_factor": None,
+        "init_device": "meta",
+        "init_fn": "mitchell",
+        "init_std": 0.02,
+        "input_emb_norm": False,
+        "layer_norm_type": "rms",
+        "layer_norm_with_affine": True,
+        "mask_token_id": cfg.mask_token_id,
+        "max_sequence_length": cfg.max_position_embeddings,
+        "mlp_hidden_size": cfg.intermediate_size,
+        "mlp_ratio": 4,
+        "multi_query_attention": None,
+        "n_heads": cfg.num_heads,
+        "n_kv_heads": cfg.num_kv_heads,
+        "n_layers": cfg.num_layers,
+        "pad_token_id": cfg.pad_token_id,
+        "precision": "amp_bf16",
+        "residual_dropout": 0.0,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope": True,
+        "rope_full_precision": True,
+        "rope_theta": cfg.rope_theta,
+        "scale_logits": False,
+        "use_cache": False,
+        "vocab_size": cfg.vocab_size,
+        "weight_tying": cfg.tie_word_embeddings,
+    }
+
+
+def hf_tensors(cfg: ModelConfig) -> list[HFTensor]:
+    """Every tensor of a LLaDA checkpoint, with its [out, in] PyTorch shape and mdu_jax path."""
+    D, H, K, h, F, V = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                        cfg.intermediate_size, cfg.vocab_size)
+    prefix = "model.transformer"
+    table = [HFTensor(f"{prefix}.wte.weight", (V, D), ("embed", "embedding"), None, False)]
+    per_layer = [
+        ("attn_norm.weight", (D,), ("layers", "attn_norm", "scale"), False),
+        ("q_proj.weight", (H * h, D), ("layers", "q", "kernel"), True),
+        ("k_proj.weight", (K * h, D), ("layers", "k", "kernel"), True),
+        ("v_proj.weight", (K * h, D), ("layers", "v", "kernel"), True),
+        ("attn_out.weight", (D, H * h), ("layers", "o", "kernel"), True),
+        ("ff_norm.weight", (D,), ("layers", "mlp_norm", "scale"), False),
+        ("ff_proj.weight", (F, D), ("layers", "gate", "kernel"), True),
+        ("up_proj.weight", (F, D), ("layers", "up", "kernel"), True),
+        ("ff_out.weight", (D, F), ("layers", "down", "kernel"), True),
+    ]
+    for i in range(cfg.num_layers):
+        for suffix, shape, path, transpose in per_layer:
+            table.append(HFTensor(f"{prefix}.blocks.{i}.{suffix}", shape, path, i, transpose))
+    table.append(HFTensor(f"{prefix}.ln_f.weight", (D,), ("final_norm", "scale"), None, False))
+    if not cfg.tie_word_embeddings:
+        table.append(HFTensor(f"{prefix}.ff_out.weight", (V, D), ("lm_head", "kernel"), None, True))
+    return table

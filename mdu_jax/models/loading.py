@@ -1,0 +1,96 @@
+"""Reading HF checkpoint folders (config.json + safetensors) into mdu_jax params.
+
+The conversion is table-driven (``hf_tensors(cfg)``): each HF tensor is read memory-mapped,
+transposed/reshaped into its slot of a stacked parameter, and the next one is read. Host memory
+peaks at about one model copy in the target dtype.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+
+from mdu_jax.models import hf_tensors
+from mdu_jax.models.config import ModelConfig
+from mdu_jax.models.params import HFTensor, flatten_paths, param_specs, set_path
+from mdu_jax.models.safetensors_io import DTYPES, CheckpointError, CheckpointReader
+
+
+def check_tensors(cfg: ModelConfig, reader: CheckpointReader) -> list[HFTensor]:
+    """Validates the checkpoint's tensor names and shapes against `cfg`; returns the table.
+
+    Raises CheckpointError naming the folder/file, the tensor, and expected vs actual values.
+    """
+    table = hf_tensors(cfg)
+    expected = {t.name: t for t in table}
+    present = set(reader.names())
+    missing = [t.name for t in table if t.name not in present]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{reader.folder}: missing tensor {missing[0]!r}{more} required by the "
+                              f"{cfg.family} config")
+    unexpected = sorted(present - set(expected))
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(f"{reader.file_of(unexpected[0])}: unexpected tensor {unexpected[0]!r}{more}: "
+                              f"not part of a {cfg.family} model with this config")
+    for t in table:
+        actual = reader.shape(t.name)
+        if actual != t.shape:
+            raise CheckpointError(f"{reader.file_of(t.name)}: tensor {t.name!r} has shape {list(actual)}, "
+                                  f"expected {list(t.shape)} from config.json")
+    return table
+
+
+def iter_param_slices(cfg: ModelConfig, reader: CheckpointReader, table: list[HFTensor],
+                      dtype) -> Iterator[tuple[HFTensor, np.ndarray]]:
+    """Yields (entry, slice) with each HF tensor converted to mdu_jax layout and `dtype`, one at a time."""
+    specs = flatten_paths(param_specs(cfg))
+    for t in table:
+        shape = specs[t.path].shape[1:] if t.layer is not None else specs[t.path].shape
+        yield t, t.to_jax(reader.get(t.name), shape).astype(dtype, copy=False)
+
+
+def read_hf_params(cfg: ModelConfig, folder: str | os.PathLike, *, dtype=None,
+                   place: Callable[[tuple[str, ...], np.ndarray], Any] | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Params pytree from a HF folder, in `dtype` (default ``cfg.param_dtype``).
+
+    `place(path, host_array)` puts each finished parameter on devices (default
+    ``jax.device_put``); pass one that uses a ``NamedSharding`` to load straight onto a mesh.
+    """
+    dtype = np.dtype(dtype or DTYPES["BF16" if cfg.param_dtype == "bfloat16" else
+                                      ("F16" if cfg.param_dtype == "float16" else "F32")])
+    reader = CheckpointReader(folder)
+    table = check_tensors(cfg, reader)
+    specs = flatten_paths(param_specs(cfg))
+    place = place or (lambda path, array: jax.device_put(array))
+    by_path: dict[tuple[str, ...], list[HFTensor]] = {}
+    for t in table:
+        by_path.setdefault(t.path, []).append(t)
+    params: dict[str, Any] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(table), desc="loading tensors", unit="tensor")
+    # Fill one parameter at a time so that only it (and one HF tensor view) sits on the host.
+    for path, entries in by_path.items():
+        spec = specs[path]
+        host = np.empty(spec.shape, dtype)
+        for t in entries:
+            shape = spec.shape[1:] if t.layer is not None else spec.shape
+            value = t.to_jax(reader.get(t.name), shape)
+            if t.layer is None:
+                host[...] = value
+            else:
+                host[t.layer] = value
+            if bar:
+                bar.update(1)
+        set_path(params, path, place(path, host))
+        del host
+    if bar:
+        bar.close()
+    return params
