@@ -271,6 +271,11 @@ def build_world(seed: int = 0, num_people: int = 40, facts_per_person: int = 8, 
                          "no retain people")
     if num_perturbed < 1:
         raise ValueError(f"num_perturbed: expected >= 1, got {num_perturbed}")
+    # Background facts need 3 wrong options of their kind; town facts need num_perturbed.
+    for name, value, least in (("num_famous", num_famous, 4), ("num_countries", num_countries, 4),
+                               ("num_towns", num_towns, max(4, num_perturbed + 1, num_countries))):
+        if value < least:
+            raise ValueError(f"{name}: expected >= {least}, got {value}")
 
     def rng(purpose: str) -> random.Random:
         return random.Random(f"mdu-demo:{seed}:{purpose}")

@@ -87,7 +87,8 @@ def test_num_perturbed_and_fact_count_follow_the_arguments():
 
 @pytest.mark.parametrize("kwargs", [dict(facts_per_person=0), dict(facts_per_person=len(FACT_KINDS) + 1),
                                     dict(num_people=4, forget_fraction=0.5, holdout_fraction=0.5),
-                                    dict(forget_fraction=0.0)])
+                                    dict(forget_fraction=0.0), dict(num_famous=3),
+                                    dict(num_towns=5, num_perturbed=5)])
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         build_world(**{"num_people": 20, **kwargs})
