@@ -11,13 +11,14 @@ import pytest
 from scipy import integrate
 
 from mdu_jax import diffusion
+from tests.objectives.quick_jit import quick_jit
 from tests.objectives import formulas_np as F
 from tests.objectives.random_batch import random_batch
 
 
 @functools.lru_cache(maxsize=None)
 def _loss(weight, schedule, norm):
-    return jax.jit(lambda lg, y, m, mk, t, rows: diffusion.mdlm_loss(
+    return quick_jit(lambda lg, y, m, mk, t, rows: diffusion.mdlm_loss(
         lg, y, m, mk, t, weight=weight, schedule=schedule, norm=norm, rows=rows))
 
 
@@ -39,7 +40,7 @@ def test_mdlm_loss_matches_numpy_formula(weight, schedule):
 def test_mdlm_loss_upcasts_bf16_logits():
     b = random_batch(21)
     lg = jnp.asarray(b["cond"], jnp.bfloat16)
-    got = jax.jit(diffusion.mdlm_loss)(lg, b["ids"], b["masked"], b["maskable"], b["t"])
+    got = quick_jit(diffusion.mdlm_loss)(lg, b["ids"], b["masked"], b["maskable"], b["t"])
     want = F.mdlm_loss(np.asarray(lg, np.float32), b["ids"], b["masked"], b["maskable"], b["t"])
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -49,7 +50,7 @@ def test_token_norm_divides_by_maskable_not_masked_count():
     m = b["masked"]
     w = 1.0 / (b["t"][:, None] + 1e-6)
     ce = F.cross_entropy(b["cond"], b["ids"])
-    got = diffusion.mdlm_loss(b["cond"], b["ids"], m, b["maskable"], b["t"])
+    got = _loss("scheduler", "linear", "token")(b["cond"], b["ids"], m, b["maskable"], b["t"], None)
     np.testing.assert_allclose(got, (w * ce)[m].sum() / b["maskable"].sum(), rtol=1e-5)
     assert b["maskable"].sum() > m.sum()  # the two denominators differ in this batch
 
@@ -57,7 +58,7 @@ def test_token_norm_divides_by_maskable_not_masked_count():
 def test_masked_positions_outside_maskable_are_not_scored():
     b = random_batch(23)
     everything = np.ones_like(b["masked"])
-    got = diffusion.mdlm_loss(b["cond"], b["ids"], everything, b["maskable"], b["t"], weight="uniform")
+    got = _loss("uniform", "linear", "token")(b["cond"], b["ids"], everything, b["maskable"], b["t"], None)
     want = F.mdlm_loss(b["cond"], b["ids"], b["maskable"], b["maskable"], b["t"], weight="uniform")
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -66,7 +67,7 @@ def test_cart_weights_match_the_definition():
     rng = np.random.default_rng(24)
     masked = rng.random((3, 17)) < 0.6
     masked[2] = True  # a fully masked row has no unmasked neighbour: weights 0
-    got = np.asarray(jax.jit(diffusion.cart_weights)(masked))
+    got = np.asarray(quick_jit(diffusion.cart_weights)(masked))
     np.testing.assert_allclose(got, F.cart(masked), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(got[~masked], 0.0)
     np.testing.assert_array_equal(got[2], 0.0)
@@ -78,7 +79,7 @@ def test_cart_weights_match_the_definition():
 
 def test_sequence_nll_is_the_per_row_weighted_sum():
     b = random_batch(25)
-    got = jax.jit(diffusion.sequence_nll)(b["cond"], b["ids"], b["masked"], b["maskable"], b["t"])
+    got = quick_jit(diffusion.sequence_nll)(b["cond"], b["ids"], b["masked"], b["maskable"], b["t"])
     want = F.row_nll(b["cond"], b["ids"], b["masked"], b["maskable"], b["t"])
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -178,7 +179,7 @@ def test_axis_name_makes_device_shares_add_up_to_the_global_loss_and_gradient():
         return jnp.stack([diffusion.mdlm_loss(lg, y, m, mk, t, norm=norm, weight="cart", axis_name=axis)
                           for norm in diffusion.NORMS])
 
-    glob, g_glob = jax.jit(lambda *a: (losses(*a), jax.jacrev(losses)(*a)))(*args)
+    glob, g_glob = quick_jit(lambda *a: (losses(*a), jax.jacrev(losses)(*a)))(*args)
     shares, g_shares = jax.pmap(lambda *a: (losses(*a, axis="d"), jax.jacrev(lambda x: losses(x, *a[1:], axis="d"))(a[0])),
                                 axis_name="d", devices=jax.devices()[:n_dev])(*split)
     np.testing.assert_allclose(np.sum(shares, 0), glob, rtol=1e-6)

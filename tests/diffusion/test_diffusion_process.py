@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mdu_jax import diffusion
+from tests.objectives.quick_jit import quick_jit
 from tests.objectives import formulas_np as F
 
 
@@ -37,7 +38,7 @@ def test_unknown_schedule_is_an_error():
 
 def test_sample_times_are_uniform_on_eps_to_one():
     n, eps = 20000, 1e-3
-    t = np.asarray(jax.jit(diffusion.sample_times, static_argnums=(1, 2))(jax.random.key(0), n, eps))
+    t = np.asarray(quick_jit(diffusion.sample_times, static_argnums=(1, 2))(jax.random.key(0), n, eps))
     assert t.dtype == np.float32 and t.shape == (n,)
     assert t.min() >= eps and t.max() < 1.0
     # mean and variance of U(eps, 1), within 5 standard errors
@@ -54,7 +55,7 @@ def test_forward_mask_never_masks_prompt_or_padding_and_masks_at_rate_p():
     maskable[:, 100:2600] = True  # prompt | response | padding
     t = np.array([0.05, 0.3, 0.6, 0.95], np.float32)
     for schedule in ("linear", "cosine"):
-        f = jax.jit(lambda k, i, m, tt: diffusion.forward_mask(k, i, m, tt, MASK, schedule))
+        f = quick_jit(lambda k, i, m, tt: diffusion.forward_mask(k, i, m, tt, MASK, schedule))
         noised, masked = map(np.asarray, f(jax.random.key(1), ids, maskable, t))
         assert not masked[~maskable].any()
         np.testing.assert_array_equal(noised[masked], MASK)
@@ -70,7 +71,7 @@ def test_row_keys_make_each_rows_noise_independent_of_the_batch_split():
     ids = np.arange(B * T, dtype=np.int32).reshape(B, T) % 9
     maskable = np.ones((B, T), bool)
     key = jax.random.key(3)
-    noise = jax.jit(lambda k, i, m: diffusion.noise_batch(k, i, m, MASK))
+    noise = quick_jit(lambda k, i, m: diffusion.noise_batch(k, i, m, MASK))
     whole = noise(diffusion.row_keys(key, B), ids, maskable)
     second_half = noise(diffusion.row_keys(key, 2, offset=2), ids[2:], maskable[2:])
     for a, b in zip(whole, second_half):
@@ -83,7 +84,7 @@ def test_noise_batch_with_one_key_returns_consistent_times_and_masks():
     B, T, MASK = 3, 50, 9
     ids = np.zeros((B, T), np.int32)
     maskable = np.ones((B, T), bool)
-    noised, masked, t = jax.jit(diffusion.noise_batch, static_argnums=3)(jax.random.key(4), ids, maskable, MASK)
+    noised, masked, t = quick_jit(diffusion.noise_batch, static_argnums=3)(jax.random.key(4), ids, maskable, MASK)
     assert t.shape == (B,) and masked.shape == (B, T) and noised.dtype == jnp.int32
     np.testing.assert_array_equal(np.asarray(noised) == MASK, masked)
 
