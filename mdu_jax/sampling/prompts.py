@@ -1,0 +1,153 @@
+"""Prompts in, canvases out; tokens in, text out.
+
+A canvas is the [B, T] sequence the model sees while denoising: prompt tokens, ``gen_length``
+generation slots (mask tokens at the start) and padding. Its shapes are bucketed (prompt length
+to a few sizes, batch to a power of two) so that a compiled sampler serves many batches.
+
+Layouts (reference-mdlm 4.2, 4.3):
+
+- LLaDA, dllm's layout: each row's prompt is left-aligned, its generation slots follow it
+  directly, and the tail is right-padded with EOS (attention 0). LLaDA's positions are always
+  0..T-1, so a row gives the same result alone or in a batch.
+- Dream, ``diffusion_generate``'s layout: prompts are left-padded (attention 0, position 1),
+  the generation slots are the last ``gen_length`` positions, and positions are
+  ``cumsum(attention) - 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from mdu_jax.models.config import ModelConfig
+
+
+def default_buckets(limit: int = 1 << 20) -> tuple[int, ...]:
+    """16, 24, 32, 48, 64, 96, ...: powers of two and their 1.5x, so padding stays under 50%."""
+    out, p = [], 16
+    while p <= limit:
+        out += [p, p * 3 // 2]
+        p *= 2
+    return tuple(out)
+
+
+def bucket_length(n: int, buckets: Sequence[int] | None = None) -> int:
+    """The smallest bucket >= n (buckets: increasing sizes; default ``default_buckets()``)."""
+    buckets = default_buckets() if buckets is None else tuple(buckets)
+    for b in buckets:
+        if b >= n:
+            return int(b)
+    raise ValueError(f"length {n} exceeds the largest bucket {buckets[-1]}; pass larger buckets")
+
+
+def batch_bucket(n: int, batch_size: int) -> int:
+    """Rows of a padded batch of n prompts: the next power of two, at most ``batch_size``."""
+    return min(int(batch_size), 1 << max(0, int(n) - 1).bit_length())
+
+
+def encode_prompts(prompts, tokenizer=None) -> list[list[int]]:
+    """Token-id lists from ``prompts`` (lists of ids, or strings encoded without adding special
+    tokens: a chat template already rendered the BOS and headers)."""
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise TypeError(f"prompts: expected a list of token-id lists or strings, got {type(prompts).__name__}")
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            if tokenizer is None:
+                raise ValueError(f"prompts[{i}] is a string: pass tokenizer= or token ids")
+            p = tokenizer(p, add_special_tokens=False)["input_ids"]
+        ids = np.asarray(p).reshape(-1)
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"prompts[{i}]: expected integer token ids, got dtype {ids.dtype}")
+        out.append([int(t) for t in ids])
+    return out
+
+
+def check_prompts(cfg: ModelConfig, prompts: list[list[int]]) -> None:
+    """Raises if a prompt holds an id outside the vocabulary or the mask token, or (Dream) is
+    empty: Dream predicts position i from position i-1, so the first token must be given."""
+    for i, p in enumerate(prompts):
+        if cfg.mask_token_id in p:
+            raise ValueError(f"prompts[{i}] contains the mask token id {cfg.mask_token_id}; the "
+                             "samplers only fill the generation slots")
+        bad = [t for t in p if not 0 <= t < cfg.vocab_size]
+        if bad:
+            raise ValueError(f"prompts[{i}]: token id {bad[0]} outside [0, vocab_size={cfg.vocab_size})")
+        if cfg.family == "dream" and not p:
+            raise ValueError(f"prompts[{i}] is empty: Dream needs at least one prompt token (e.g. BOS)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Canvas:
+    """Host arrays of one padded batch (numpy).
+
+    input_ids int32 [B, T] (generation slots hold the mask id); uncond_ids int32 [B, T] (the same
+    with every prompt token replaced by the mask id, for classifier-free guidance);
+    attention_mask int32 [B, T]; position_ids int32 [B, T]; gen_index int32 [B, G] (canvas
+    position of each generation slot); row_ids int32 [B] (the prompt's index in the caller's
+    list, which seeds its random stream); valid bool [B] (False on filler rows).
+    """
+
+    input_ids: np.ndarray
+    uncond_ids: np.ndarray
+    attention_mask: np.ndarray
+    position_ids: np.ndarray
+    gen_index: np.ndarray
+    row_ids: np.ndarray
+    valid: np.ndarray
+
+
+def build_canvas(cfg: ModelConfig, prompts: list[list[int]], row_ids: Sequence[int], gen_length: int,
+                 prompt_bucket: int, batch_rows: int) -> Canvas:
+    """Lays out ``prompts`` (at most ``batch_rows``, each at most ``prompt_bucket`` long) in the
+    family's layout; filler rows repeat the first prompt and are marked invalid."""
+    n = len(prompts)
+    if not 0 < n <= batch_rows:
+        raise ValueError(f"build_canvas: {n} prompts for {batch_rows} rows")
+    P, G = int(prompt_bucket), int(gen_length)
+    T = P + G
+    rows = list(prompts) + [prompts[0]] * (batch_rows - n)
+    ids = np.full((batch_rows, T), cfg.pad_token_id, dtype=np.int32)
+    prompt_mask = np.zeros((batch_rows, T), dtype=bool)
+    attn = np.zeros((batch_rows, T), dtype=np.int32)
+    gen_index = np.zeros((batch_rows, G), dtype=np.int32)
+    for r, p in enumerate(rows):
+        if len(p) > P:
+            raise ValueError(f"prompt of length {len(p)} exceeds the bucket {P}")
+        lo = 0 if cfg.family == "llada" else P - len(p)  # first prompt position
+        first_gen = lo + len(p)
+        ids[r, lo:first_gen] = p
+        ids[r, first_gen:first_gen + G] = cfg.mask_token_id
+        prompt_mask[r, lo:first_gen] = True
+        attn[r, lo:first_gen + G] = 1
+        gen_index[r] = first_gen + np.arange(G)
+    if cfg.family == "llada":
+        # dllm pads the tail with EOS; it is invisible (attention 0) either way.
+        ids = np.where((attn == 0), cfg.eos_token_id, ids).astype(np.int32)
+        positions = np.broadcast_to(np.arange(T, dtype=np.int32), (batch_rows, T)).copy()
+    else:
+        positions = (np.cumsum(attn, axis=1) - 1).astype(np.int32)
+        positions[attn == 0] = 1  # Dream's convention for pad positions
+    uncond = np.where(prompt_mask, cfg.mask_token_id, ids).astype(np.int32)
+    row_ids = np.asarray(list(row_ids) + [row_ids[0]] * (batch_rows - n), dtype=np.int32)
+    valid = np.arange(batch_rows) < n
+    return Canvas(ids, uncond, attn, positions, gen_index, row_ids, valid)
+
+
+def trim_at_stop(tokens: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
+    """The tokens before the first stop id (the stop id itself removed)."""
+    stop = set(int(s) for s in stop_ids)
+    out = []
+    for t in tokens:
+        if int(t) in stop:
+            break
+        out.append(int(t))
+    return out
+
+
+def decode(tokenizer, tokens: np.ndarray, stop_ids: Sequence[int], skip_special_tokens: bool = True) -> list[str]:
+    """Text of each row of ``tokens`` [N, G], cut at the first stop id, special tokens skipped."""
+    return [tokenizer.decode(trim_at_stop(row, stop_ids), skip_special_tokens=skip_special_tokens)
+            for row in np.asarray(tokens)]
