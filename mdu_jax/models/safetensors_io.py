@@ -103,6 +103,14 @@ class SafetensorsFile:
         raw = self._mmap[self._data_start + begin:self._data_start + end]
         return raw.view(DTYPES[info["dtype"]]).reshape(info["shape"])
 
+    def release(self) -> None:
+        """Drops this object's file mapping; pages are unmapped once no view from ``get`` is alive.
+
+        Streaming converters call it after each tensor so that the pages they touched stop
+        counting towards the process's resident memory.
+        """
+        self._mmap = None
+
 
 class CheckpointReader:
     """A HF checkpoint folder: ``model.safetensors`` or ``model.safetensors.index.json`` + shards.
@@ -160,6 +168,14 @@ class CheckpointReader:
 
     def get(self, name: str) -> np.ndarray:
         return self.files[self.where[name]].get(name)
+
+    def nbytes(self, name: str) -> int:
+        return self.files[self.where[name]].nbytes(name)
+
+    def release(self) -> None:
+        """Drops every shard's file mapping (see ``SafetensorsFile.release``)."""
+        for f in self.files.values():
+            f.release()
 
     def total_bytes(self) -> int:
         return sum(f.nbytes(n) for f in self.files.values() for n in f.names())
