@@ -180,8 +180,10 @@ def test_axis_name_makes_device_shares_add_up_to_the_global_loss_and_gradient():
                           for norm in diffusion.NORMS])
 
     glob, g_glob = quick_jit(lambda *a: (losses(*a), jax.jacrev(losses)(*a)))(*args)
-    shares, g_shares = jax.pmap(lambda *a: (losses(*a, axis="d"), jax.jacrev(lambda x: losses(x, *a[1:], axis="d"))(a[0])),
-                                axis_name="d", devices=jax.devices()[:n_dev])(*split)
+    def per_device(*a):
+        return losses(*a, axis="d"), jax.jacrev(lambda x: losses(x, *a[1:], axis="d"))(a[0])
+
+    shares, g_shares = jax.pmap(per_device, axis_name="d", devices=jax.devices()[:n_dev])(*split)
     np.testing.assert_allclose(np.sum(shares, 0), glob, rtol=1e-6)
     # gradient of each norm w.r.t. the logits: device shares stacked back over the rows
     g_shares = np.concatenate(list(np.asarray(g_shares)), axis=1)

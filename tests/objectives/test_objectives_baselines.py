@@ -94,9 +94,10 @@ def test_simnpo_matches_the_formula(batch):
 def test_me_is_log_v_minus_entropy_and_equals_mdu_at_tau_0(batch):
     b = batch
     fm = b["masked"] & ROWS[:, None]
-    got = quick_jit(BL.me_loss)(b["cond"], fm)
+    both = quick_jit(lambda lg, lu: (BL.me_loss(lg, fm), mdu_loss(lg, lu, fm, tau=0.0)))
+    got, mdu_at_0 = both(b["cond"], b["anchor"])
     np.testing.assert_allclose(got, F.entropy_gap(b["cond"], fm), rtol=1e-5)
-    np.testing.assert_allclose(got, mdu_loss(b["cond"], b["anchor"], fm, tau=0.0), rtol=1e-5)
+    np.testing.assert_allclose(got, mdu_at_0, rtol=1e-5)
     loss, aux = quick_jit(lambda lg: BL.me_gd_objective(lg, b["ids"], b["masked"], b["maskable"], b["t"], ROWS,
                                                       retain_weight=0.3))(b["cond"])
     retain = F.mdlm_loss(b["cond"], b["ids"], b["masked"], b["maskable"], b["t"], rows=~ROWS)
@@ -110,21 +111,61 @@ def test_idkpo_is_dpo_preferring_the_idk_answer(batch):
     beta = 0.2
     args = (idk["cond"], idk["ref"], idk["ids"], idk["masked"], idk["maskable"], idk["t"],
             b["cond"], b["ref"], b["ids"], b["masked"], b["maskable"], b["t"])
-    got = quick_jit(lambda *a: BL.idkpo_loss(*a, beta=beta, rows=ROWS))(*args)
+    @quick_jit
+    def run(*a):
+        def loss(c_ref, r_ref):
+            return BL.idkpo_loss(a[0], c_ref, *a[2:7], r_ref, *a[8:], beta=beta, rows=ROWS)
+
+        same = BL.idkpo_loss(a[0], a[0], *a[2:7], a[6], *a[8:], beta=beta)  # policy == reference
+        return (BL.idkpo_loss(*a, beta=beta, rows=ROWS), BL.idkpo_objective(*a, ROWS, beta=beta)[0],
+                jax.grad(loss, argnums=(0, 1))(a[1], a[7]), same)
+
+    got, objective, ref_grads, same = run(*args)
     Sc = F.row_nll(idk["cond"], idk["ids"], idk["masked"], idk["maskable"], idk["t"])
     Sc_ref = F.row_nll(idk["ref"], idk["ids"], idk["masked"], idk["maskable"], idk["t"])
     want = F.dpo(Sc, Sc_ref, _S(b, "cond"), _S(b, "ref"), ROWS, beta)
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    loss, aux = BL.idkpo_objective(*args, ROWS, beta=beta, retain_weight=1.0)
     retain = F.mdlm_loss(b["cond"], b["ids"], b["masked"], b["maskable"], b["t"], rows=~ROWS)
-    np.testing.assert_allclose(loss, want + retain, rtol=1e-5)
+    np.testing.assert_allclose(objective, want + retain, rtol=1e-5)
     # no gradient into either reference; log 2 when the policy is the reference
-    g = jax.grad(lambda c_ref, r_ref: BL.idkpo_loss(idk["cond"], c_ref, *args[2:7], r_ref, *args[8:]),
-                 argnums=(0, 1))(idk["ref"], b["ref"])
-    np.testing.assert_array_equal(g[0], 0.0)
-    np.testing.assert_array_equal(g[1], 0.0)
-    same = BL.idkpo_loss(idk["cond"], idk["cond"], *args[2:6], b["cond"], b["cond"], *args[8:])
+    for g in ref_grads:
+        np.testing.assert_array_equal(g, 0.0)
     np.testing.assert_allclose(same, np.log(2), rtol=1e-6)
+
+
+def test_baseline_gradients_match_central_differences_fp64():
+    rng = np.random.default_rng(32)
+    b = random_batch(33, B=3, T=6, V=5, scale=2.0)
+    idk = random_batch(34, B=3, T=6, V=5, scale=2.0)
+    a = (b["ids"], b["masked"], b["maskable"], b["t"])
+    ia = (idk["ids"], idk["masked"], idk["maskable"], idk["t"])
+    coef = rng.uniform(0.5, 1.5, 7)
+
+    def total(lg, idk_lg):  # every baseline at once, with random weights
+        return (coef[0] * BL.ga_loss(lg, *a, weight="cart")
+                + coef[1] * BL.npo_loss(lg, b["ref"], *a, beta=0.7)
+                + coef[2] * BL.npo_loss(lg, b["ref"], *a, beta=0.7, batch_level=True)
+                + coef[3] * BL.simnpo_loss(lg, *a, gamma=0.2)
+                + coef[4] * BL.me_loss(lg, b["masked"])
+                + coef[5] * BL.idkpo_loss(idk_lg, idk["ref"], *ia, lg, b["ref"], *a, beta=0.5)
+                + coef[6] * diffusion.mdlm_loss(lg, *a, weight="cart", norm="sequence"))
+
+    with jax.enable_x64(True):
+        x0 = (b["cond"].astype(np.float64), idk["cond"].astype(np.float64))
+        grads = quick_jit(jax.grad(total, argnums=(0, 1)))(*x0)
+        f = quick_jit(total)
+        for i, g in enumerate(grads):
+            fd = _central_differences(lambda x: f(*[x if j == i else x0[j] for j in range(2)]), x0[i])
+            np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-8)
+
+
+def _central_differences(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        g[idx] = (float(f(x + e)) - float(f(x - e))) / (2 * h)
+    return g
 
 
 def test_distributed_batch_level_npo_shares_add_up_to_global_value_and_gradient(batch):
@@ -139,8 +180,10 @@ def test_distributed_batch_level_npo_shares_add_up_to_global_value_and_gradient(
                           for bl in (False, True)])
 
     glob, g_glob = quick_jit(lambda *a: (f(*a), jax.jacrev(f)(*a)))(*args)
-    shares, g_shares = jax.pmap(lambda *a: (f(*a, axis="d"), jax.jacrev(lambda x: f(x, *a[1:], axis="d"))(a[0])),
-                                axis_name="d", devices=jax.devices()[:n_dev])(*split)
+    def per_device(*a):
+        return f(*a, axis="d"), jax.jacrev(lambda x: f(x, *a[1:], axis="d"))(a[0])
+
+    shares, g_shares = jax.pmap(per_device, axis_name="d", devices=jax.devices()[:n_dev])(*split)
     np.testing.assert_allclose(np.sum(shares, 0), glob, rtol=1e-6)
     np.testing.assert_allclose(np.concatenate(list(np.asarray(g_shares)), axis=1), g_glob, rtol=1e-5, atol=1e-8)
 
