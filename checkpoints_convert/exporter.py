@@ -23,7 +23,7 @@ from mdu_jax.checkpoint import PARAMS_DIR, ParamsReader, check_params, read_mark
 from mdu_jax.models import hf_tensors
 from mdu_jax.models.config import DTYPES as CFG_DTYPES
 from mdu_jax.models.config import ConfigError, ModelConfig, canonical_dtype
-from mdu_jax.models.loading import check_tensors
+from mdu_jax.models.loading import check_tensors, jax_to_hf
 from mdu_jax.models.params import HFTensor, flatten_paths
 from mdu_jax.models.safetensors_io import (DTYPES, INDEX_FILE, SINGLE_FILE, CheckpointError, CheckpointReader,
                                            SafetensorsWriter, dtype_name)
@@ -198,7 +198,7 @@ def _write_hf_folder(cfg: ModelConfig, read: ReadSlice, param_dtypes: Mapping[tu
                 entries = [(t.name, t.shape, out_dtypes[t.name]) for t in shard.tensors]
                 with SafetensorsWriter(os.path.join(tmp, shard.name), entries, metadata={"format": "pt"}) as w:
                     for t in shard.tensors:
-                        value = t.to_hf(read(t)).astype(DTYPES[out_dtypes[t.name]], copy=False)
+                        value = jax_to_hf(t, read(t), DTYPES[out_dtypes[t.name]])
                         w.write(t.name, value)
                         weight_map[t.name] = shard.name
                         bar.update(value.nbytes)

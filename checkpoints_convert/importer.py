@@ -12,7 +12,7 @@ from checkpoints_convert.files import CONFIG, copy_extra_files
 from checkpoints_convert.progress import Progress
 from mdu_jax.checkpoint import PARAMS_DIR, ParamsWriter, stacked_paths, write_marker
 from mdu_jax.models.config import ModelConfig, canonical_dtype
-from mdu_jax.models.loading import check_tensors
+from mdu_jax.models.loading import check_tensors, hf_to_jax
 from mdu_jax.models.params import flatten_paths, param_specs
 from mdu_jax.models.safetensors_io import DTYPES, CheckpointError, CheckpointReader
 
@@ -71,10 +71,12 @@ def import_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
         with Progress(f"import {os.path.basename(src.rstrip(os.sep)) or src}", total, len(table), progress) as bar:
             for t in table:
                 shape = specs[t.path].shape
-                value = t.to_jax(reader.get(t.name), shape[1:] if t.layer is not None else shape)
-                writer.write(t.path, value.astype(np_dtype, copy=False), t.layer)
+                value = hf_to_jax(t, reader.get(t.name), shape[1:] if t.layer is not None else shape, np_dtype)
+                # Drop the mapping now: a converted copy no longer needs the source pages, and a
+                # view of them is unmapped as soon as it is written and deleted.
+                reader.release()
+                writer.write(t.path, value, t.layer)
                 del value
-                reader.release()  # unmap the source pages just read
                 bar.update(int(np.prod(t.shape)) * np_dtype.itemsize)
         writer.close()
         write_marker(tmp, cfg, target, hf_dtypes=hf_dtypes)

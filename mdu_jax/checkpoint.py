@@ -19,6 +19,7 @@ still load.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -97,6 +98,13 @@ def chunk_shape(shape: tuple[int, ...], itemsize: int, stacked: bool) -> tuple[i
     return tuple(chunk)
 
 
+def chunk_blocks(shape: tuple[int, ...], chunks: tuple[int, ...]):
+    """Index tuples (of slices) that visit an array of `shape` one chunk at a time."""
+    starts = [range(0, n, c) for n, c in zip(shape, chunks)]
+    for corner in itertools.product(*starts):
+        yield tuple(slice(b, min(b + c, n)) for b, c, n in zip(corner, chunks, shape))
+
+
 def _zarr3_spec(folder: str, shape=None, dtype=None, chunks=None) -> dict[str, Any]:
     spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": folder}}
     if shape is not None:
@@ -129,10 +137,11 @@ class ParamsWriter:
         self._stacked = set(stacked)
         self._layout = {p: (tuple(shape), np.dtype(dt)) for p, (shape, dt) in layout.items()}
         self._arrays = {}
+        self._chunks: dict[Path, tuple[int, ...]] = {}
         self._done: dict[Path, set[int] | bool] = {}
         context = ts.Context()
         for path, (shape, dt) in self._layout.items():
-            chunks = chunk_shape(shape, dt.itemsize, path in self._stacked)
+            chunks = self._chunks[path] = chunk_shape(shape, dt.itemsize, path in self._stacked)
             folder = os.path.join(self.directory, param_folder(path))
             self._arrays[path] = ts.open(_zarr3_spec(folder, shape, dt, chunks), context=context).result()
             self._done[path] = set() if path in self._stacked else False
@@ -151,12 +160,17 @@ class ParamsWriter:
         if layer is None:
             if path in self._stacked:
                 raise CheckpointError(f"{self.directory}: parameter {'/'.join(path)!r} is written per layer")
-            self._arrays[path].write(value).result()
-            self._done[path] = True
+            target, chunks = self._arrays[path], self._chunks[path]
         else:
             if path not in self._stacked or not 0 <= layer < shape[0]:
                 raise CheckpointError(f"{self.directory}: parameter {'/'.join(path)!r} has no layer {layer}")
-            self._arrays[path][layer].write(value).result()
+            target, chunks = self._arrays[path][layer], self._chunks[path][1:]
+        # Chunk by chunk: tensorstore copies what it is given, so this bounds its copy to one chunk.
+        for block in chunk_blocks(value.shape, chunks):
+            target[block].write(value[block]).result()
+        if layer is None:
+            self._done[path] = True
+        else:
             self._done[path].add(layer)
 
     def close(self) -> None:

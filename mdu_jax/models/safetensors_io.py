@@ -219,7 +219,8 @@ class SafetensorsWriter:
         if tuple(array.shape) != shape or dtype_name(array.dtype) != dt:
             raise CheckpointError(f"{self.path}: tensor {name!r} expected {list(shape)} {dt}, "
                                   f"got {list(array.shape)} {dtype_name(array.dtype)}")
-        self._f.write(np.ascontiguousarray(array).tobytes())
+        # Write the array's own buffer: tobytes() would briefly hold a second copy of the tensor.
+        self._f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
         self._next += 1
 
     def close(self) -> None:

@@ -108,3 +108,39 @@ def test_plan_shards_fills_files_in_order_up_to_the_limit():
         assert total <= 5000 or len(s.tensors) == 1
     for a, b in zip(shards, shards[1:]):  # a file is closed only when the next tensor would not fit
         assert sum(size[t.name] for t in a.tensors) + size[b.tensors[0].name] > 5000
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 700), (513, 260), (256, 256)])
+def test_blockwise_transpose_equals_numpy_transpose(shape):
+    from mdu_jax.models.loading import transpose_copy
+
+    a = np.random.default_rng(0).standard_normal(shape, np.float32).astype(ml_dtypes.bfloat16)
+    out = transpose_copy(a)
+    assert out.flags.c_contiguous and out.dtype == a.dtype
+    np.testing.assert_array_equal(out.view(np.uint16), a.T.view(np.uint16))
+    np.testing.assert_array_equal(transpose_copy(a, np.float32), a.T.astype(np.float32))
+
+
+def test_multi_chunk_arrays_round_trip_through_writer_reader_and_orbax(tmp_path, monkeypatch):
+    monkeypatch.setattr(ckpt, "CHUNK_BYTES", 96)  # forces many chunks, some of them ragged at the edge
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 7, 10), np.float32)
+    e = rng.standard_normal((13, 5), np.float32).astype(ml_dtypes.bfloat16)
+    writer = ckpt.ParamsWriter(tmp_path / "p", {("w",): (w.shape, np.float32), ("e",): (e.shape, e.dtype)},
+                               stacked=[("w",)])
+    zarr = json.loads((tmp_path / "p" / "w" / "zarr.json").read_text())
+    assert zarr["chunk_grid"]["configuration"]["chunk_shape"][0] == 1
+    assert math.prod(zarr["chunk_grid"]["configuration"]["chunk_shape"]) * 4 <= 96
+    for i in (2, 0, 1):
+        writer.write(("w",), w[i], layer=i)
+    writer.write(("e",), e)
+    writer.close()
+    reader = ckpt.ParamsReader(tmp_path / "p")
+    np.testing.assert_array_equal(reader.read(("w",), 1), w[1])
+    np.testing.assert_array_equal(reader.read(("e",)).view(np.uint16), e.view(np.uint16))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with ocp.StandardCheckpointer() as c:
+        out = c.restore(tmp_path / "p", {"w": jax.ShapeDtypeStruct(w.shape, np.float32, sharding=device),
+                                         "e": jax.ShapeDtypeStruct(e.shape, e.dtype, sharding=device)})
+    np.testing.assert_array_equal(np.asarray(out["w"]), w)
+    np.testing.assert_array_equal(np.asarray(out["e"]).view(np.uint16), e.view(np.uint16))
