@@ -49,42 +49,46 @@ def stratified_count(k, j, answer_len, group):
     return (k - 1 + offset) % answer_len + 1
 
 
-def _row_mask(estimator: str, group: int, answer_slots: int, pair_key, sample_id, answer_len):
-    """(masked answer slots bool [A], weight float32) of one Monte Carlo row."""
-    if estimator == "llada":
-        round_key = jax.random.fold_in(pair_key, sample_id // group)
-        k = jax.random.randint(jax.random.fold_in(round_key, 0), (), 1, answer_len + 1)
-        count = stratified_count(k, sample_id % group, answer_len, group)
-        subset_key = jax.random.fold_in(round_key, sample_id % group + 1)
-        weight = answer_len / count
-    else:
-        sample_key = jax.random.fold_in(pair_key, sample_id)
-        count = jax.random.randint(jax.random.fold_in(sample_key, 0), (), 1, answer_len + 1)
-        subset_key = jax.random.fold_in(sample_key, 1)
-        weight = 1.0 / count
-    slots = jnp.arange(answer_slots)
-    u = jnp.where(slots < answer_len, jax.random.uniform(subset_key, (answer_slots,)), 2.0)
+def _row_mask(answer_slots: int, pair_key, sample_id, answer_len, stratified, group):
+    """(masked answer slots bool [A], weight float32) of one Monte Carlo row.
+
+    stratified (LLaDA): rows of group ``sample_id // group`` share k, the count is
+    ``stratified_count`` and the weight L/count. Otherwise (Eq. 14) the count is drawn per
+    sample and the weight is 1/count. Both branches are computed (scalar work) and one is kept,
+    so a single compiled program serves both estimators.
+    """
+    round_key = jax.random.fold_in(pair_key, sample_id // group)
+    k = jax.random.randint(jax.random.fold_in(round_key, 0), (), 1, answer_len + 1)
+    sample_key = jax.random.fold_in(pair_key, sample_id)
+    l = jax.random.randint(jax.random.fold_in(sample_key, 0), (), 1, answer_len + 1)
+    count = jnp.where(stratified, stratified_count(k, sample_id % group, answer_len, group), l)
+    weight = jnp.where(stratified, answer_len / count, 1.0 / count).astype(jnp.float32)
+    u = jnp.where(stratified,
+                  jax.random.uniform(jax.random.fold_in(round_key, sample_id % group + 1), (answer_slots,)),
+                  jax.random.uniform(jax.random.fold_in(sample_key, 1), (answer_slots,)))
+    u = jnp.where(jnp.arange(answer_slots) < answer_len, u, 2.0)
     rank = jnp.argsort(jnp.argsort(u))  # a uniformly random order of the valid slots
-    return rank < count, jnp.asarray(weight, jnp.float32)
+    return rank < count, weight
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "estimator", "group", "cfg_scale", "answer_slots"))
-def row_scores(cfg: ModelConfig, estimator: str, group: int, cfg_scale: float, answer_slots: int, params,
-               input_ids, attention_mask, prompt_len, answer_len, pair_ids, sample_ids, seed):
-    """float32 [R]: one Monte Carlo score per row (compiled once per bucket).
+@functools.partial(jax.jit, static_argnames=("cfg", "guided", "answer_slots"))
+def row_scores(cfg: ModelConfig, guided: bool, answer_slots: int, params, input_ids, attention_mask, prompt_len,
+               answer_len, pair_ids, sample_ids, seed, stratified, group, cfg_scale):
+    """float32 [R]: one Monte Carlo score per row (compiled once per bucket and ``guided``).
 
     input_ids int32 [R, T]: ``[prompt | answer | pad]``; attention_mask [R, T]; prompt_len,
     answer_len int32 [R] (answer_len >= 1); pair_ids, sample_ids int32 [R] pick the random
-    stream; answer_slots (static) >= max answer_len. Score = weight * sum of masked-answer CE
-    (float32, natural log), weight L/count (``llada``) or 1/count (``eq14``). With
-    ``cfg_scale`` > 0 the logits are ``un + (cfg_scale + 1)(cond - un)``, the unconditional pass
-    having every prompt token masked.
+    stream; answer_slots (static) >= max answer_len. ``stratified`` (bool scalar) selects LLaDA's
+    estimator with stratified groups of ``group`` rows (score = L/count * sum of masked-answer
+    CE) over Eq. 14 (score = sum of masked-answer CE / count); CE in float32 nats. With
+    ``guided`` the logits are ``un + (cfg_scale + 1)(cond - un)``, the unconditional pass having
+    every prompt token masked.
     """
     R, T = input_ids.shape
     base = jax.random.key(seed)
     pair_keys = jax.vmap(lambda n: jax.random.fold_in(base, n))(pair_ids)
-    masked, weight = jax.vmap(functools.partial(_row_mask, estimator, group, answer_slots))(
-        pair_keys, sample_ids, answer_len)
+    masked, weight = jax.vmap(functools.partial(_row_mask, answer_slots), in_axes=(0, 0, 0, None, None))(
+        pair_keys, sample_ids, answer_len, stratified, group)
     slots = jnp.arange(answer_slots)
     valid = slots[None, :] < answer_len[:, None]
     positions = prompt_len[:, None] + slots[None, :]
@@ -94,7 +98,7 @@ def row_scores(cfg: ModelConfig, estimator: str, group: int, cfg_scale: float, a
     gather_at = jnp.minimum(positions, T - 1)
     targets = jnp.take_along_axis(input_ids, gather_at, axis=1)
     ids = jnp.where(noised, cfg.mask_token_id, input_ids)
-    if cfg_scale > 0:
+    if guided:
         is_prompt = jnp.arange(T)[None, :] < prompt_len[:, None]
         ids = jnp.concatenate([ids, jnp.where(is_prompt, cfg.mask_token_id, ids)])
         attention_mask = jnp.concatenate([attention_mask, attention_mask])
@@ -102,7 +106,7 @@ def row_scores(cfg: ModelConfig, estimator: str, group: int, cfg_scale: float, a
     h = hidden_states(cfg, params, ids, attention_mask)
     h = jnp.take_along_axis(h, gather_at[..., None], axis=1)
     logits = logits_from_hidden(cfg, params, h).astype(jnp.float32)
-    if cfg_scale > 0:
+    if guided:
         cond, un = jnp.split(logits, 2)
         logits = un + (cfg_scale + 1.0) * (cond - un)
     logp = jax.nn.log_softmax(logits, axis=-1)
@@ -157,14 +161,15 @@ def _estimate(cfg: ModelConfig, params, pairs, *, estimator: str, mc_samples: in
                 P[r], L[r] = len(pairs[n][0]), len(pairs[n][1])
             pair_ids = np.asarray([n for n, _ in padded], dtype=np.int32)
             sample_ids = np.asarray([s for _, s in padded], dtype=np.int32)
-            scores = np.asarray(row_scores(cfg, estimator, int(group), float(cfg_scale), A, params, ids, attn, P, L,
-                                           pair_ids, sample_ids, np.uint32(seed)), dtype=np.float64)
+            scores = np.asarray(row_scores(cfg, cfg_scale > 0, A, params, ids, attn, P, L, pair_ids, sample_ids,
+                                           np.uint32(seed), estimator == "llada", np.int32(group),
+                                           np.float32(cfg_scale)), dtype=np.float64)
             np.add.at(totals, pair_ids[:len(chunk)], scores[:len(chunk)])
     return totals / mc_samples
 
 
 def loglikelihood(cfg: ModelConfig, params, pairs: Sequence, *, mc_samples: int = 128, batch_size: int = 16,
-                  seed: int = 0, cfg_scale: float = 0.0, rows_per_forward: int | None = None,
+                  seed: int = 0, cfg_scale: float = 0.0, rows_per_forward: int = 32,
                   buckets: Sequence[int] | None = None) -> np.ndarray:
     """LLaDA's Monte Carlo estimate of log p(answer | prompt), float64 [N], summed over answer
     tokens (natural log; 0 for an empty answer).
@@ -172,14 +177,14 @@ def loglikelihood(cfg: ModelConfig, params, pairs: Sequence, *, mc_samples: int 
     pairs: a sequence of (prompt_ids, answer_ids). ``mc_samples`` samples per pair in stratified
     groups of ``batch_size`` (LLaDA's ``batch_size``; must divide ``mc_samples``). For a
     one-token answer every sample is exact. ``cfg_scale`` > 0 adds classifier-free guidance.
-    ``rows_per_forward`` (default ``batch_size``) rows, possibly from several pairs, share one
-    compiled forward; pairs are padded to ``buckets`` (default ``sampling.prompts.default_buckets``).
+    ``rows_per_forward`` rows, possibly from several pairs, share one compiled forward; pairs
+    are padded to ``buckets`` (default ``sampling.prompts.default_buckets``).
     """
     if batch_size < 1 or mc_samples % batch_size:
         raise ValueError(f"batch_size: {batch_size} must be >= 1 and divide mc_samples={mc_samples} "
                          "(the stratified groups of LLaDA's estimator)")
     nll = _estimate(cfg, params, pairs, estimator="llada", mc_samples=mc_samples, group=batch_size, seed=seed,
-                    cfg_scale=cfg_scale, rows_per_forward=rows_per_forward or batch_size, buckets=buckets)
+                    cfg_scale=cfg_scale, rows_per_forward=rows_per_forward, buckets=buckets)
     return -nll
 
 
@@ -190,7 +195,8 @@ def eq14_nll(cfg: ModelConfig, params, pairs: Sequence, *, mc_samples: int = 128
     token; MDU's probability is ``exp(-nll)``; 0 for an empty answer).
 
     pairs: a sequence of (prompt_ids, answer_ids), the answer without a trailing EOT (as MDU
-    scores it). ``mc_samples`` independent samples per pair (MDU: 128, seed 42).
+    scores it). ``mc_samples`` independent samples per pair (MDU: 128, seed 42). Options as
+    in ``loglikelihood``.
     """
     return _estimate(cfg, params, pairs, estimator="eq14", mc_samples=mc_samples, group=1, seed=seed,
                      cfg_scale=cfg_scale, rows_per_forward=rows_per_forward, buckets=buckets)

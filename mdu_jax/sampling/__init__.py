@@ -5,7 +5,7 @@ research use: ``schedules`` (transfer counts), ``llada`` / ``dream`` (one denois
 ``prompts`` (canvases, buckets, decoding), ``common`` (model call, selection, random streams).
 """
 
-from mdu_jax.sampling.generate import (GenerationOutput, SamplerSpec, compiled_programs, denoise, generate,
+from mdu_jax.sampling.sampler import (GenerationOutput, SamplerSpec, compiled_programs, denoise, generate,
                                        make_spec)
 from mdu_jax.sampling.schedules import (dllm_transfer_counts, dream_reveal_probs, dream_timesteps,
                                         dream_transfer_counts, llada_plan, llada_transfer_counts)
