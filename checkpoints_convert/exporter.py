@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -22,11 +21,11 @@ from checkpoints_convert.progress import Progress
 from mdu_jax.checkpoint import PARAMS_DIR, ParamsReader, check_params, read_marker
 from mdu_jax.models import hf_tensors
 from mdu_jax.models.config import DTYPES as CFG_DTYPES
-from mdu_jax.models.config import ConfigError, ModelConfig, canonical_dtype
+from mdu_jax.models.config import ModelConfig, canonical_dtype
 from mdu_jax.models.loading import check_tensors, jax_to_hf
 from mdu_jax.models.params import HFTensor, flatten_paths
-from mdu_jax.models.safetensors_io import (DTYPES, INDEX_FILE, SINGLE_FILE, CheckpointError, CheckpointReader,
-                                           SafetensorsWriter, dtype_name)
+from mdu_jax.models.safetensors_io import (DTYPES, INDEX_FILE, SINGLE_FILE, CheckpointReader, SafetensorsWriter,
+                                           dtype_name)
 
 # ModelConfig fields that are numerics/execution choices, not part of the checkpoint.
 RUNTIME_FIELDS = ("param_dtype", "dtype", "remat_policy", "attention_impl", "scan_layers")
@@ -160,9 +159,14 @@ def _config_text(path: str | None, cfg: ModelConfig, out_dtypes: set[str]) -> st
 
 
 def _write_hf_folder(cfg: ModelConfig, read: ReadSlice, param_dtypes: Mapping[tuple[str, ...], Any], dst: str, *,
-                     like, config_from, extras_from,
-                     default_dtypes: Mapping[str, str], max_shard_size, dtype, overwrite, progress,
-                     sources) -> str:
+                     like, config_from, extras_from, default_dtypes: Mapping[str, str], max_shard_size, dtype,
+                     overwrite, progress, sources) -> str:
+    """The export both entry points share: `read(t)` gives the mdu_jax slice of HF tensor `t`.
+
+    Output dtype per tensor: `dtype` if given, else `like`'s, else `default_dtypes` (recorded
+    at import), else the param's own. Config: `like`'s, else `config_from`'s, else
+    ``cfg.to_hf()``. Non-weight files come from `extras_from`, then `like` (which wins).
+    """
     like = os.fspath(like) if like is not None else None
     dst = check_destination(dst, overwrite=overwrite, sources=sources)
     if like is not None and not os.path.isdir(like):
@@ -213,4 +217,4 @@ def _write_hf_folder(cfg: ModelConfig, read: ReadSlice, param_dtypes: Mapping[tu
     return dst
 
 
-__all__ = ["export_checkpoint", "export_params", "plan_shards", "ConfigError"]
+__all__ = ["export_checkpoint", "export_params", "plan_shards"]

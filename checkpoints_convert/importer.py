@@ -14,7 +14,7 @@ from mdu_jax.checkpoint import PARAMS_DIR, ParamsWriter, stacked_paths, write_ma
 from mdu_jax.models.config import ModelConfig, canonical_dtype
 from mdu_jax.models.loading import check_tensors, hf_to_jax
 from mdu_jax.models.params import flatten_paths, param_specs
-from mdu_jax.models.safetensors_io import DTYPES, CheckpointError, CheckpointReader
+from mdu_jax.models.safetensors_io import CheckpointError, CheckpointReader
 
 FLOAT_DTYPES = ("F64", "F32", "BF16", "F16")  # widest first: the default target of a mixed checkpoint
 PARAM_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float32"}
@@ -83,4 +83,4 @@ def import_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
     return dst
 
 
-__all__ = ["import_checkpoint", "source_dtypes", "DTYPES"]
+__all__ = ["import_checkpoint", "source_dtypes"]

@@ -311,3 +311,38 @@ def test_interrupted_export_leaves_no_destination(base, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export_checkpoint(base[0] / "ckpt", tmp_path / "dst", max_shard_size="4KB", progress=False)
     assert refused(tmp_path)
+
+
+SLOW_CLI = """
+import sys, time
+from mdu_jax import checkpoint as ckpt
+real_write = ckpt.ParamsWriter.write
+def slow_write(self, *args, **kwargs):
+    real_write(self, *args, **kwargs)
+    print("wrote", flush=True)
+    time.sleep(0.3)
+ckpt.ParamsWriter.write = slow_write
+from checkpoints_convert.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_mid_import_leaves_no_destination(base, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "import", "--src", str(base[0] / "hf3"), "--dst",
+                             str(tmp_path / "dst"), "--no-progress"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "wrote"
+        assert leftovers(tmp_path), "the conversion should be half way, in its temporary folder"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert refused(tmp_path)

@@ -65,3 +65,20 @@ def test_shardings_given_as_a_function_of_the_path(tmp_path):
                                       shardings=lambda path: NamedSharding(mesh, fsdp_spec(shapes[path].shape)))
     emb = params["embed"]["embedding"]
     assert emb.sharding.spec == P("fsdp", None) and emb.addressable_shards[0].data.shape == (12, 32)
+
+
+def test_sharded_params_export_to_the_original_tensors(tmp_path):
+    import torch
+
+    from checkpoints_convert import export_params
+    from tests.convert.convert_helpers import load_hf_tensors
+
+    _, sd = write_hf_checkpoint(tmp_path / "hf", "dream", dtype="bfloat16", seed=33, tokenizer=False)
+    import_checkpoint(tmp_path / "hf", tmp_path / "ckpt", progress=False)
+    mesh = fsdp_mesh()
+    cfg = mj.ModelConfig.from_hf(tmp_path / "hf")
+    shardings = jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape)), mj.abstract_params(cfg))
+    cfg, params, _ = mj.load_pretrained(tmp_path / "ckpt", shardings=shardings)
+    export_params(cfg, params, tmp_path / "out", like=tmp_path / "hf", progress=False)
+    out = load_hf_tensors(tmp_path / "out")
+    assert sorted(out) == sorted(sd) and all(torch.equal(out[n], sd[n]) for n in sd)
