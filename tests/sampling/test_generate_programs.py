@@ -104,3 +104,18 @@ def test_bad_arguments_raise_errors_naming_them(family, prompts, kw, match):
     cfg, params = tiny_model(family)
     with pytest.raises(ValueError, match=match):
         generate(cfg, params, prompts, **{"gen_length": 8, "steps": 8, **kw})
+
+
+def test_reference_suppression_flags_are_the_explicit_token_lists():
+    # LLaDA's logits_eos_inf bans EOS; confidence_eos_eot_inf makes EOS and EOT revealed last.
+    cfg, params = tiny_model("llada")
+    kw = dict(gen_length=8, steps=8, block_length=4)
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12]]
+    with_flags = generate(cfg, params, prompts, logits_eos_inf=True, confidence_eos_eot_inf=True, eot_token_id=37,
+                          **kw).tokens
+    programs = compiled_programs()
+    explicit = generate(cfg, params, prompts, suppress_tokens=[EOS], confidence_suppress_tokens=[EOS, 37],
+                        **kw).tokens
+    np.testing.assert_array_equal(with_flags, explicit)
+    assert compiled_programs() == programs  # the very same compiled program
+    assert EOS not in with_flags
