@@ -125,6 +125,9 @@ def _as_pairs(cfg: ModelConfig, pairs) -> list[tuple[list[int], list[int]]]:
                 raise ValueError(f"pairs[{n}] {name} contains the mask token id {cfg.mask_token_id}")
             if any(not 0 <= t < cfg.vocab_size for t in seq):
                 raise ValueError(f"pairs[{n}] {name}: a token id is outside [0, vocab_size={cfg.vocab_size})")
+        if cfg.family == "dream" and answer and not prompt:
+            raise ValueError(f"pairs[{n}]: empty prompt; Dream predicts position i from i-1, so the first "
+                             "token cannot be scored (prepend BOS)")
         out.append((prompt, answer))
     return out
 

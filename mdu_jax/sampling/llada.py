@@ -25,6 +25,10 @@ def llada_update(logits: jax.Array, gen: jax.Array, *, mask_id: int, block_end: 
     the noise-free softmax probability of the chosen token, ``random`` a U[0, 1) draw. The
     ``count`` most confident masked slots before ``block_end`` are revealed; revealed slots never
     change again.
+
+    Precision: LLaDA draws its Gumbel noise and softmax in float64, dllm's softmax runs in the
+    model dtype (bf16 for the released models, where equal confidences are common and
+    ``torch.topk`` breaks ties its own way); here both are float32 and ties go to the lowest slot.
     """
     G, V = logits.shape[-2:]
     logits = suppress(logits, suppress_tokens)

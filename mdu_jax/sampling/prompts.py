@@ -48,8 +48,10 @@ def batch_bucket(n: int, batch_size: int) -> int:
 
 
 def encode_prompts(prompts, tokenizer=None) -> list[list[int]]:
-    """Token-id lists from ``prompts`` (lists of ids, or strings encoded without adding special
-    tokens: a chat template already rendered the BOS and headers)."""
+    """Token-id lists from ``prompts`` (lists or 1-D arrays of ids, a 2-D array, or strings
+    encoded without adding special tokens: a chat template already rendered BOS and headers)."""
+    if isinstance(prompts, np.ndarray) and prompts.ndim == 2:
+        prompts = list(prompts)
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
         raise TypeError(f"prompts: expected a list of token-id lists or strings, got {type(prompts).__name__}")
     out = []

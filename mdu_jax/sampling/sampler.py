@@ -187,8 +187,10 @@ def generate(cfg: ModelConfig, params, prompts, *, tokenizer=None, gen_length: i
 
     Dream (``algorithm`` 'origin', 'maskgit_plus', 'topk_margin' or 'entropy' (default, as in
     MDU's evaluations); reference-mdlm 4.3): ``steps`` steps on ``linspace(1, eps, steps + 1)``,
-    Dream's floor schedule, ``temperature``, ``top_p``, ``top_k``, ``alg_temp``; prompts are
-    left-padded with Dream's position ids. ``cfg_scale`` and ``suppress_tokens`` also work.
+    always Dream's floor schedule (``schedule`` must stay 'official'), ``temperature``,
+    ``top_p``, ``top_k``, ``alg_temp``; prompts are left-padded with Dream's position ids.
+    ``cfg_scale`` and ``suppress_tokens`` also work. Steps that reveal no token are skipped
+    (same result, fewer forward passes).
 
     Prompts are sorted by length, split into batches of at most ``batch_size``, and each batch is
     padded to a prompt-length bucket (``prompt_buckets``, default ``prompts.default_buckets()``)

@@ -141,3 +141,6 @@ def test_empty_answers_score_zero_and_bad_inputs_raise():
         loglikelihood(cfg, params, PAIRS, mc_samples=10, batch_size=4)
     with pytest.raises(ValueError, match="mask token"):
         eq14_nll(cfg, params, [([5], [MASK])])
+    dream_cfg, dream_params = tiny_model("dream")
+    with pytest.raises(ValueError, match="empty prompt"):
+        eq14_nll(dream_cfg, dream_params, [([], [5, 6])])

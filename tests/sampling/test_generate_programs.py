@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mdu_jax.sampling import compiled_programs, denoise, generate
-from mdu_jax.sampling.prompts import bucket_length, decode, trim_at_stop
+from mdu_jax.sampling.prompts import bucket_length, decode, encode_prompts, trim_at_stop
 from tests.sampling.tiny import EOS, tiny_model
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -58,6 +58,15 @@ def test_sampled_outputs_depend_on_seed_and_prompt_index_not_on_batching():
     np.testing.assert_array_equal(together, in_pairs)
     other_seed = generate(cfg, params, prompts, seed=12, **kw).tokens
     assert not np.array_equal(together, other_seed)
+
+
+def test_prompts_may_be_id_lists_arrays_or_a_2d_array():
+    assert encode_prompts([[5, 6], np.array([7])]) == [[5, 6], [7]]
+    assert encode_prompts(np.array([[5, 6], [7, 8]])) == [[5, 6], [7, 8]]
+    with pytest.raises(ValueError, match="tokenizer"):
+        encode_prompts(["who wrote"])
+    with pytest.raises(TypeError):
+        encode_prompts("who wrote")
 
 
 def test_trim_at_stop_cuts_at_the_first_stop_token():
