@@ -22,6 +22,7 @@ class ModelSection:
 
     path: Optional[str] = None           # HF folder or converted mdu_jax checkpoint
     init_config: Optional[dict[str, Any]] = None  # a HF config.json dict for a random init (tests/demo)
+    tokenizer: Optional[str] = None      # tokenizer folder for a random init
     dtype: str = "bfloat16"              # compute dtype
     param_dtype: str = "float32"         # trainable parameter dtype (fp32 = master weights)
     anchor_dtype: str = "bfloat16"       # the frozen anchor's stored dtype
@@ -125,6 +126,7 @@ class ParallelSection:
     step: Literal["jit", "pmap"] = "jit"
     mesh: dict[str, int] = dataclasses.field(default_factory=lambda: {"data": 1, "fsdp": -1, "tensor": 1})
     rules: Optional[dict[str, Optional[str]]] = None  # logical axis -> mesh axis overrides
+    num_devices: int = 0                 # use only the first N devices (0: all)
     distributed: Literal["auto", "on", "off"] = "auto"
 
     def validate(self):

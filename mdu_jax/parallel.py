@@ -90,9 +90,9 @@ def param_shardings(logical_axes: Any, abstract: Any, mesh: Mesh, rules=None) ->
                         logical_axes, abstract, is_leaf=lambda x: isinstance(x, tuple))
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Rows over (data, fsdp), everything else replicated."""
-    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows (the leading axis, any rank) over (data, fsdp); everything else replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -117,6 +117,8 @@ def maybe_initialize_distributed(mode: str = "auto") -> None:
              and "," in env.get("TPU_WORKER_HOSTNAMES", "") or int(env.get("SLURM_NTASKS", "1")) > 1
              or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
     if mode == "on" or multi:
+        # CPU processes need a collectives backend for cross-process psum (GPU/TPU ignore this).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         kwargs = {}
         if "JAX_COORDINATOR_ADDRESS" in env:
             kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],

@@ -74,10 +74,10 @@ def jit_step(loss_fn: LossFn, tx, state_shardings, anchor_shardings, batch_shard
                    out_shardings=(state_shardings, metrics_sharding), donate_argnums=(0,))
 
 
-def pmap_step(loss_fn: LossFn, tx, local_rows: int, axis_name: str = "data"):
-    """The data-parallel step: replicated state, the batch split over local devices."""
+def pmap_step(loss_fn: LossFn, tx, local_rows: int, axis_name: str = "data", devices=None):
+    """The data-parallel step: replicated state, the batch split over the (local) devices."""
     return jax.pmap(make_step(loss_fn, tx, axis_name=axis_name, local_rows=local_rows),
-                    axis_name=axis_name, donate_argnums=(0,))
+                    axis_name=axis_name, donate_argnums=(0,), devices=devices)
 
 
 def split_for_pmap(batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -91,7 +91,11 @@ def split_for_pmap(batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray
 
 
 def replicate(tree, devices):
-    return jax.device_put_replicated(tree, devices)
+    """One copy per device along a new leading axis, placed for a pmap over `devices`."""
+    n = len(devices)
+    mesh = jax.sharding.Mesh(np.array(devices), ("pmap",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("pmap"))
+    return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n,) + x.shape), sharding), tree)
 
 
 def unreplicate(tree):
