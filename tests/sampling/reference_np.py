@@ -94,7 +94,8 @@ def llada_generate(cfg, params, prompt, *, gen_length, steps, block_length, sche
     for b in range(num_blocks):
         lo, hi = P + b * block_length, min(P + (b + 1) * block_length, P + G)
         n = int((x[lo:hi] == mask).sum())
-        counts = official_llada_counts(n, steps_per_block) if schedule == "official" else dllm_counts(n, steps_per_block)
+        schedule_fn = official_llada_counts if schedule == "official" else dllm_counts
+        counts = schedule_fn(n, steps_per_block)
         for k in counts:
             if k == 0:  # a forward whose result is never used
                 continue
