@@ -164,6 +164,7 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
         log.info("resumed from micro-step %d", start)
     elif anchor is not None:
         save_anchor(cfg.output_dir, anchor)
+        _barrier("anchor")
 
     with open(os.path.join(cfg.output_dir, "config.yaml"), "w") as f:
         f.write(to_yaml(cfg))
@@ -239,11 +240,6 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
     final_dir = os.path.join(cfg.output_dir, "final")
     if done:
         _save_final(final_dir, model_cfg, params, tokenizer, cfg)
-        if cfg.export_hf:
-            from checkpoints_convert import export_params
-
-            export_params(model_cfg, params, cfg.export_hf, like=cfg.model.path or cfg.model.tokenizer,
-                          overwrite=True)
     return RunResult(cfg.output_dir, model_cfg, params, tokenizer, history, final_dir)
 
 
@@ -252,14 +248,37 @@ def _meta(cfg: TrainConfig, micro: int, data_summary: dict) -> dict[str, Any]:
             "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}
 
 
+def _host_params(params):
+    """Params as host arrays on process 0 (gathered from every host of a pod), else None."""
+    if jax.process_count() == 1:
+        return params
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(params, tiled=True)
+    return gathered if jax.process_index() == 0 else None
+
+
 def _save_final(final_dir: str, model_cfg: ModelConfig, params, tokenizer, cfg: TrainConfig) -> None:
     """The final params, exactly (in their training dtype), as an HF folder that ``load_pretrained``,
     ``mdu_jax.evaluate`` and the PyTorch code read; the tokenizer and config travel along."""
     from checkpoints_convert import export_params
 
-    like = cfg.model.path or cfg.model.tokenizer
-    export_params(model_cfg, params, final_dir, like=like, dtype=model_cfg.param_dtype, overwrite=True,
-                  progress=False)
+    host = _host_params(params)
+    if host is not None:
+        like = cfg.model.path or cfg.model.tokenizer
+        export_params(model_cfg, host, final_dir, like=like, dtype=model_cfg.param_dtype, overwrite=True,
+                      progress=False)
+        if cfg.export_hf:
+            export_params(model_cfg, host, cfg.export_hf, like=cfg.model.path or cfg.model.tokenizer,
+                          overwrite=True)
+    _barrier("final")
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
     args = build_parser().parse_args(argv)
     if args.config is None:
         from mdu_jax.demo.pipeline import main as demo_main
