@@ -1,0 +1,101 @@
+"""Result JSON files: atomic writing, reading, and the retain-reference checks of forget quality."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+FORMAT = "mdu_jax.eval/1"
+
+
+class ResultError(ValueError):
+    """A result / retain-reference file is missing, unreadable, or does not fit this evaluation."""
+
+
+def fingerprint(texts) -> str:
+    """A short sha256 of a list of strings (which rows an evaluation used, in order)."""
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def _plain(x):
+    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to None."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _plain(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_result(result: dict[str, Any], path: str | os.PathLike) -> str:
+    """Writes ``result`` as JSON at ``path`` (temp file + rename: never half written)."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_plain(result), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_result(path: str | os.PathLike) -> dict[str, Any]:
+    """A result JSON written by ``write_result`` (errors name the file)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ResultError(f"{path}: no such result file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ResultError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ResultError(f"{path}: not an mdu_jax evaluation result (expected \"format\": \"{FORMAT}\")")
+    return data
+
+
+def retain_reference(ref: str | os.PathLike | dict, *, forget_split: str, forget_fingerprint: str,
+                     profile: str) -> dict[str, Any]:
+    """The retain-only model's {'truth_ratios', 'mia_min_k', 'source'} for forget quality / privleak.
+
+    ``ref`` is a TOFU result (path or dict) of the retain model evaluated by this code on the
+    same forget split and the same rows; anything else is a ``ResultError`` that says what differs.
+    """
+    source = os.fspath(ref) if not isinstance(ref, dict) else "<dict>"
+    data = read_result(ref) if not isinstance(ref, dict) else ref
+    if data.get("benchmark") != "tofu":
+        raise ResultError(f"retain reference {source}: benchmark is {data.get('benchmark')!r}, expected 'tofu'")
+    if data.get("forget_split") != forget_split:
+        raise ResultError(f"retain reference {source} was made for forget split {data.get('forget_split')!r}, "
+                          f"but this evaluation uses {forget_split!r}; evaluate the retain model with "
+                          f"--forget-split {forget_split}")
+    if data.get("profile") != profile:
+        raise ResultError(f"retain reference {source}: profile {data.get('profile')!r}, this evaluation "
+                          f"uses {profile!r}")
+    ref_fp = data.get("fingerprints", {}).get("forget")
+    if ref_fp != forget_fingerprint:
+        n = len(data.get("per_example", {}).get("forget", []))
+        raise ResultError(f"retain reference {source}: made on different rows of {forget_split!r} ({n} rows, "
+                          f"fingerprint {ref_fp}, here {forget_fingerprint}); use the same --max-examples")
+    rows = data.get("per_example", {}).get("forget", [])
+    ratios = [r.get("truth_ratio") for r in rows]
+    if not ratios or any(r is None for r in ratios):
+        raise ResultError(f"retain reference {source}: no per-example forget truth ratios")
+    return {"truth_ratios": np.asarray(ratios, dtype=np.float64),
+            "mia_min_k": data.get("aggregates", {}).get("mia_min_k"), "source": source}

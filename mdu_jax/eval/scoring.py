@@ -1,0 +1,199 @@
+"""Model-facing scores for the evaluations: answer NLLs, teacher-forced token statistics, generations.
+
+How the teacher-forced metrics of TOFU / open-unlearning are adapted to a masked diffusion model:
+
+- **Answer probability and truth ratio** need log P(a | q). A masked diffusion LM has no exact
+  likelihood; its evaluation estimators give one. The open-unlearning profile uses LLaDA's
+  Monte Carlo estimator of the masked-diffusion bound on the *total* answer log-likelihood
+  (``likelihood.loglikelihood``) and divides by |a|, the number of scored tokens (the answer plus
+  the chat template's end-of-turn tail, as open-unlearning scores the EOS), giving the
+  per-token average NLL; ``prob = exp(-avg_nll)`` is the per-token geometric mean of §0 of the
+  reference. The MDU profile uses MDU's Eq. 14 estimator on the bare answer tokens.
+- **Exact memorisation, extraction strength and Min-K% (privleak)** need per-token log-probs and
+  argmax predictions under teacher forcing: p(y_t | q, y_<t). For a masked diffusion LM the
+  matching quantity is the prediction at answer position t when the prompt and the gold tokens
+  before t are visible and positions t..end are masked (the left-to-right factorisation of the
+  model; the product over t of these conditionals is a normalised distribution over answers of
+  that length). ``teacher_forced`` computes it with one masked row per answer token (compiled
+  once per length bucket). It is deterministic, so these metrics have no Monte Carlo noise.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdu_jax.likelihood import eq14_nll, loglikelihood
+from mdu_jax.models.config import ModelConfig
+from mdu_jax.models.transformer import hidden_states, logits_from_hidden
+from mdu_jax.sampling.prompts import bucket_length
+
+EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
+
+
+def chat_prompt_ids(tokenizer, content: str, suffix: str = "") -> list[int]:
+    """Token ids of the chat template's user turn with the generation prompt, then ``suffix``
+    (e.g. RWKU's 'Answer:') encoded without special tokens."""
+    out = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=True,
+                                        add_generation_prompt=True)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    ids = [int(i) for i in out]
+    if suffix:
+        ids += [int(i) for i in tokenizer(suffix, add_special_tokens=False)["input_ids"]]
+    return ids
+
+
+def response_ids(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) through ``encode_pair``: the response is the answer plus the
+    chat template's tail (LLaDA ``<|eot_id|>``, Dream ``<|im_end|>\\n``)."""
+    from mdu_jax.data.encoding import encode_pair
+
+    ids, plen = encode_pair(tokenizer, question, answer)
+    return ids[:plen], ids[plen:]
+
+
+def content_length(tokenizer, response: Sequence[int]) -> int:
+    """How many leading response tokens are content: up to the first special token (the template
+    tail), the positions open-unlearning keeps for EM / ES / Min-K ("ignore the EOS")."""
+    special = set(int(i) for i in tokenizer.all_special_ids)
+    for i, t in enumerate(response):
+        if int(t) in special:
+            return i
+    return len(response)
+
+
+def stop_ids(cfg: ModelConfig, tokenizer) -> list[int]:
+    """EOS plus whichever end-of-turn tokens the tokenizer has: generations are cut at the first."""
+    ids = {int(cfg.eos_token_id)}
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        ids.update(int(vocab[t]) for t in EOT_TOKENS if t in vocab)
+    return sorted(ids)
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def answer_avg_nll(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], list[int]]], *,
+                   estimator: str = "llada", mc_samples: int = 128, seed: int = 0, rows_per_forward: int = 32,
+                   chunk: int = 64, progress=None) -> np.ndarray:
+    """float64 [N]: per-token average NLL (nats) of each (prompt, answer) pair.
+
+    'llada': -loglikelihood / |answer| (LLaDA's stratified estimator of the total, groups of
+    gcd(mc_samples, 16)); 'eq14': MDU's Eq. 14 per-token estimator. Pairs are scored ``chunk`` at
+    a time (``progress``, a tqdm bar, advances per pair); chunk c uses seed ``seed + c``.
+    """
+    if estimator not in ("llada", "eq14"):
+        raise ValueError(f"estimator: expected 'llada' or 'eq14', got {estimator!r}")
+    out = np.zeros(len(pairs), dtype=np.float64)
+    for c, (lo, hi) in enumerate(_chunks(len(pairs), chunk)):
+        part = list(pairs[lo:hi])
+        if estimator == "llada":
+            ll = loglikelihood(cfg, params, part, mc_samples=mc_samples, batch_size=math.gcd(mc_samples, 16),
+                               seed=seed + c, rows_per_forward=rows_per_forward)
+            lengths = np.asarray([max(1, len(a)) for _, a in part], dtype=np.float64)
+            out[lo:hi] = -ll / lengths
+        else:
+            out[lo:hi] = eq14_nll(cfg, params, part, mc_samples=mc_samples, seed=seed + c,
+                                  rows_per_forward=rows_per_forward)
+        if progress is not None:
+            progress.update(hi - lo)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _token_stats(cfg: ModelConfig, params, input_ids, attention_mask, read_at, targets):
+    """Per row: (log p(target), argmax, mu, sigma) of the model's distribution at ``read_at``.
+
+    input_ids / attention_mask int32 [R, T]; read_at, targets int32 [R]. mu = E_p[log p] and
+    sigma^2 = Var_p[log p] (Min-K%++), all float32 from fp32 log-softmax.
+    """
+    h = hidden_states(cfg, params, input_ids, attention_mask)
+    h = jnp.take_along_axis(h, read_at[:, None, None], axis=1)[:, 0]
+    logp = jax.nn.log_softmax(logits_from_hidden(cfg, params, h).astype(jnp.float32), axis=-1)
+    p = jnp.exp(logp)
+    mu = jnp.sum(p * logp, axis=-1)
+    var = jnp.sum(p * logp * logp, axis=-1) - mu * mu
+    target_lp = jnp.take_along_axis(logp, targets[:, None], axis=-1)[:, 0]
+    return target_lp, jnp.argmax(logp, axis=-1).astype(jnp.int32), mu, jnp.sqrt(jnp.maximum(var, 0.0))
+
+
+def teacher_forced(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], list[int]]],
+                   scored: Sequence[int] | None = None, *, rows_per_forward: int = 64,
+                   buckets: Sequence[int] | None = None, progress=None) -> list[dict[str, np.ndarray]]:
+    """Left-to-right teacher-forced statistics of the first ``scored[n]`` answer tokens of pair n.
+
+    Row t of pair n is ``[prompt | y_<t | MASK ... MASK]`` (the whole answer length, so the model
+    sees how long the answer is, as in generation) and reads position |prompt| + t. Returns per
+    pair {'logp', 'pred', 'mu', 'sigma', 'gold'}: arrays of length scored[n] (float64 / int64).
+    """
+    scored = [len(a) for _, a in pairs] if scored is None else list(scored)
+    rows = [(n, t) for n, (_, a) in enumerate(pairs) for t in range(min(scored[n], len(a)))]
+    out = [{k: np.zeros(min(scored[n], len(a)), dtype=np.float64 if k not in ("pred", "gold") else np.int64)
+            for k in ("logp", "pred", "mu", "sigma", "gold")} for n, (_, a) in enumerate(pairs)]
+    by_bucket: dict[int, list] = {}
+    for n, t in rows:
+        total = len(pairs[n][0]) + len(pairs[n][1])
+        by_bucket.setdefault(bucket_length(total, buckets), []).append((n, t))
+    R = int(rows_per_forward)
+    for T, members in sorted(by_bucket.items()):
+        for lo, hi in _chunks(len(members), R):
+            chunk = members[lo:hi]
+            padded = chunk + [chunk[0]] * (R - len(chunk))
+            ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
+            attn = np.zeros((R, T), dtype=np.int32)
+            read_at = np.zeros(R, dtype=np.int32)
+            targets = np.zeros(R, dtype=np.int32)
+            for r, (n, t) in enumerate(padded):
+                prompt, answer = pairs[n]
+                seq = list(prompt) + list(answer[:t]) + [cfg.mask_token_id] * (len(answer) - t)
+                ids[r, :len(seq)] = seq
+                attn[r, :len(seq)] = 1
+                read_at[r] = len(prompt) + t
+                targets[r] = answer[t]
+            lp, pred, mu, sigma = (np.asarray(x) for x in _token_stats(cfg, params, ids, attn, read_at, targets))
+            for r, (n, t) in enumerate(chunk):
+                o = out[n]
+                o["logp"][t], o["pred"][t], o["mu"][t], o["sigma"][t] = lp[r], pred[r], mu[r], sigma[r]
+                o["gold"][t] = targets[r]
+            if progress is not None:
+                progress.update(len(chunk))
+    return out
+
+
+def generate_texts(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[int]], *, gen_length: int,
+                   steps: int, block_length: int | None = None, algorithm: str | None = None,
+                   schedule: str = "official", batch_size: int = 32, chunk: int = 128, cut_newline: bool = False,
+                   progress=None) -> list[str]:
+    """Greedy (temperature 0) generations of each prompt, decoded with special tokens skipped,
+    cut at EOS / end of turn (and at the first newline with ``cut_newline``, as RWKU), stripped."""
+    from mdu_jax.sampling import generate
+
+    stops = stop_ids(cfg, tokenizer)
+    texts: list[str] = []
+    for lo, hi in _chunks(len(prompts), chunk):
+        out = generate(cfg, params, list(prompts[lo:hi]), tokenizer=tokenizer, gen_length=gen_length, steps=steps,
+                       block_length=block_length, temperature=0.0, algorithm=algorithm, schedule=schedule,
+                       batch_size=batch_size, stop_token_ids=stops)
+        for text in out.texts:
+            if cut_newline:
+                text = text.split("\n")[0]
+            texts.append(text.strip())
+        if progress is not None:
+            progress.update(hi - lo)
+    return texts
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar (a no-op object when disabled)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
