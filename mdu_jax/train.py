@@ -56,6 +56,30 @@ def needs_anchor(method: str) -> bool:
     return method in ANCHORED
 
 
+def lora_spec(cfg: TrainConfig):
+    """The run's ``mdu_jax.lora.LoraSpec``, or None without LoRA (model.lora_rank = 0)."""
+    if not cfg.model.lora_rank:
+        return None
+    from mdu_jax.lora import LoraSpec
+
+    return LoraSpec(cfg.model.lora_rank, cfg.model.lora_alpha, tuple(cfg.model.lora_targets))
+
+
+def init_lora_adapters(cfg: TrainConfig, model_cfg: ModelConfig, mesh, rules=None):
+    """Fresh adapters in model.param_dtype, sharded by the same rules as the weights they adapt."""
+    from mdu_jax import lora
+
+    spec = lora_spec(cfg)
+    dtype = model_cfg.weight_dtype
+    init = lambda k: lora.init_adapters(model_cfg, spec, k, dtype)  # noqa: E731
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+    if mesh is None:
+        return jax.jit(init)(key)
+    shardings = parallel.param_shardings(lora.adapter_axes(model_cfg, spec),
+                                         lora.abstract_adapters(model_cfg, spec, dtype), mesh, rules)
+    return jax.jit(init, out_shardings=shardings)(key)
+
+
 # ---------------------------------------------------------------------------------------------
 # Model and placement
 
@@ -142,16 +166,23 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
 
     tx, schedule = make_optimizer(cfg.optim, total // cfg.optim.grad_accum)
     special_ids = sorted(set(getattr(tokenizer, "all_special_ids", []) or []))
-    loss_fn = make_loss_fn(model_cfg, cfg.objective, special_ids=special_ids, attend_padding=cfg.data.attend_padding)
+    spec = lora_spec(cfg)
+    loss_fn = make_loss_fn(model_cfg, cfg.objective, special_ids=special_ids, attend_padding=cfg.data.attend_padding,
+                           lora=spec, fuse_anchor_pass=cfg.model.fuse_anchor_pass)
 
     anchor = None
-    if needs_anchor(method):
-        anchor_dtype = jnp.dtype(cfg.model.anchor_dtype)
+    anchor_dtype = jnp.dtype(cfg.model.anchor_dtype)
+    if spec is not None:
+        # LoRA: the frozen base weights are the anchor argument of every step (whatever the
+        # method), and the trainable params are the adapters.
+        anchor = jax.tree.map(lambda p: p.astype(anchor_dtype), params)
+        params = init_lora_adapters(cfg, model_cfg, mesh, rules)
+    elif needs_anchor(method):
         anchor = jax.tree.map(lambda p: p.astype(anchor_dtype), params)
 
     ckpt = RunCheckpointer(cfg.output_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-    state = steps.init_state(params, tx, cfg.seed) if mesh is None else jax.jit(
-        lambda p: steps.init_state(p, tx, cfg.seed))(params)
+    state = steps.init_state(params, tx, cfg.seed) if mesh is None else steps.init_state_sharded(
+        params, tx, cfg.seed, parallel.replicated(mesh))
     del params
     start = ckpt.latest_step()
     if start is not None:
@@ -228,7 +259,7 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
                 ckpt.save(micro, steps.unreplicate(state) if use_pmap else state, _meta(cfg, micro, data_summary))
         done = micro >= total
         final_state = steps.unreplicate(state) if use_pmap else state
-        if done or executed:
+        if executed:
             ckpt.save(micro, final_state, _meta(cfg, micro, data_summary))
         ckpt.wait()
     finally:
@@ -237,8 +268,12 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
         writer.close()
         ckpt.close()
     params = final_state["params"]
+    if spec is not None:
+        from mdu_jax import lora
+
+        params = lora.merge(model_cfg, anchor, params, spec, dtype=model_cfg.weight_dtype)
     final_dir = os.path.join(cfg.output_dir, "final")
-    if done:
+    if done and (executed or not os.path.isdir(final_dir)):
         _save_final(final_dir, model_cfg, params, tokenizer, cfg)
     return RunResult(cfg.output_dir, model_cfg, params, tokenizer, history, final_dir)
 
