@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--block-length", type=int, help="LLaDA block length (profile default)")
     g.add_argument("--batch-size", type=int, default=32, help="prompts per generation batch")
     g.add_argument("--rows-per-forward", type=int, default=64, help="likelihood rows per compiled forward")
+    g.add_argument("--buckets", help="comma-separated padded lengths of the compiled programs, e.g. 128,256,512 "
+                                    "(default: 16, 24, 32, 48, 64, 96, ...; fewer buckets compile fewer programs)")
     g.add_argument("--seed", type=int, help="likelihood seed (default 0; mdu profile 42)")
     g.add_argument("--dtype", help="compute dtype override, e.g. float32 or bfloat16")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("mdu_jax").setLevel(logging.INFO)  # not absl/orbax INFO chatter
     args = build_parser().parse_args(argv)
     from mdu_jax.data.encoding import DataError
     from mdu_jax.eval.report import print_table
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(data_dir=args.data_dir, max_examples=args.max_examples, mc_samples=args.mc_samples,
                       gen_length=args.gen_length, steps=args.steps, block_length=args.block_length, profile=profile,
                       seed=args.seed, batch_size=args.batch_size, rows_per_forward=args.rows_per_forward,
-                      model_name=os.path.abspath(args.model), progress=not args.no_progress)
+                      model_name=os.path.abspath(args.model), progress=not args.no_progress,
+                      buckets=[int(b) for b in args.buckets.split(",")] if args.buckets else None)
         if args.benchmark == "tofu":
             from mdu_jax.eval.tofu import evaluate_tofu
 

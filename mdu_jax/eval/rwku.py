@@ -91,7 +91,7 @@ def _probes(ctx, config: str, rows: list[dict], bar) -> tuple[list[dict], float]
     else:
         prompts = [S.chat_prompt_ids(tok, r["query"]) for r in rows]
     gens = S.generate_texts(ctx["cfg"], ctx["params"], tok, prompts, batch_size=ctx["batch_size"],
-                            cut_newline=profile == "rwku", progress=bar, **ctx["sampler"])
+                            cut_newline=profile == "rwku", progress=bar, buckets=ctx["buckets"], **ctx["sampler"])
     per = []
     for i, (r, g) in enumerate(zip(rows, gens)):
         if profile == "rwku":
@@ -112,7 +112,8 @@ def _mia(ctx, rows_fm, rows_rm, max_tokens: int, bar) -> tuple[dict, dict]:
     texts = [r["text"] for r in rows_fm + rows_rm]
     pairs = [(prefix, [int(t) for t in tok(t, add_special_tokens=False)["input_ids"]][:max_tokens]) for t in texts]
     nll = S.answer_avg_nll(cfg, ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
-                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], progress=bar)
+                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
+                           progress=bar)
     nf = len(rows_fm)
     per = {"mia_forget": [{"index": i, "avg_nll": float(v), "tokens": len(pairs[i][1])} for i, v in enumerate(nll[:nf])],
            "mia_retain": [{"index": i, "avg_nll": float(v), "tokens": len(pairs[nf + i][1])}
@@ -139,7 +140,8 @@ def _mmlu(ctx, rows, bar) -> tuple[list[dict], float]:
         pairs += [(prompt, ids) for ids in letter_ids]
         gold.append(int(r["answer"]))
     ll = -S.answer_avg_nll(ctx["cfg"], ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
-                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], progress=bar)
+                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
+                           progress=bar)
     ll = ll.reshape(len(rows), 4) * np.asarray([len(i) for i in letter_ids])
     per = [{"index": i, "prediction": LETTERS[int(np.argmax(s))], "answer": LETTERS[g], "correct": int(np.argmax(s) == g)}
            for i, (s, g) in enumerate(zip(ll, gold))]
@@ -158,7 +160,8 @@ def _truthfulqa(ctx, rows, bar) -> tuple[list[dict], float]:
         spans.append((start, len(pairs)))
         gold.append(list(target["labels"]).index(1))
     avg = S.answer_avg_nll(ctx["cfg"], ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
-                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], progress=bar)
+                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
+                           progress=bar)
     total = -avg * np.asarray([max(1, len(a)) for _, a in pairs])  # summed log-likelihood
     per = []
     for i, ((lo, hi), g) in enumerate(zip(spans, gold)):
@@ -187,7 +190,8 @@ def _generated(ctx, rows, kind: str, bar, gen_length: int) -> tuple[list[dict], 
                        block_length=None if ctx["cfg"].family == "dream" else min(gen_length, 32)
                        if gen_length % min(gen_length, 32) == 0 else None)
     gens = S.generate_texts(ctx["cfg"], ctx["params"], tok, prompts, batch_size=ctx["batch_size"],
-                            cut_newline=kind == "triviaqa" and ctx["profile"] == "rwku", progress=bar, **sampler)
+                            cut_newline=kind == "triviaqa" and ctx["profile"] == "rwku", progress=bar,
+                            buckets=ctx["buckets"], **sampler)
     per = []
     for i, (r, g) in enumerate(zip(rows, gens)):
         rec = {"index": i, "generation": g}
@@ -214,11 +218,13 @@ def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = 
                   mc_samples: int = 128, gen_length: int | None = None, steps: int | None = None,
                   block_length: int | None = None, long_gen_length: int | None = None, profile: str = "rwku",
                   mia: bool = True, mia_max_tokens: int = 512, seed: int | None = None, batch_size: int = 32,
-                  rows_per_forward: int = 64, model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+                  rows_per_forward: int = 64, buckets: Sequence[int] | None = None, model_name: str | None = None,
+                  progress: bool = True) -> dict[str, Any]:
     """RWKU metrics of one target ``subject`` (a Hub subject name, or one of the local folders of
     ``data_dir``); returns the result dict. ``utility``: subset of mmlu, truthfulqa, triviaqa,
     bbh, fluency. ``long_gen_length``: new tokens for BBH / fluency (default 256).
-    ``mia_max_tokens``: MIA passages are cut to this many tokens."""
+    ``mia_max_tokens``: MIA passages are cut to this many tokens. ``buckets``: padded lengths of
+    the compiled programs (default: the likelihood / sampler modules' ladders)."""
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES} for RWKU, got {profile!r}")
     if tokenizer is None:
@@ -237,6 +243,7 @@ def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = 
         data[UTILITY_SETS[u]] = _load(UTILITY_SETS[u], subject, data_dir, max_examples)
     ctx = dict(cfg=cfg, params=params, tokenizer=tokenizer, profile=profile, mc_samples=int(mc_samples), seed=seed,
                batch_size=batch_size, rows_per_forward=rows_per_forward,
+               buckets=None if buckets is None else tuple(int(b) for b in buckets),
                sampler=sampler_settings(cfg, profile, gen_length=gen_length, steps=steps, block_length=block_length))
     bar = S.progress_bar(sum(len(v) for v in data.values()), "rwku", progress)
     per_example: dict[str, Any] = {}

@@ -84,12 +84,13 @@ def _chunks(n: int, size: int):
 
 def answer_avg_nll(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], list[int]]], *,
                    estimator: str = "llada", mc_samples: int = 128, seed: int = 0, rows_per_forward: int = 32,
-                   chunk: int = 64, progress=None) -> np.ndarray:
+                   chunk: int = 64, buckets: Sequence[int] | None = None, progress=None) -> np.ndarray:
     """float64 [N]: per-token average NLL (nats) of each (prompt, answer) pair.
 
     'llada': -loglikelihood / |answer| (LLaDA's stratified estimator of the total, groups of
     gcd(mc_samples, 16)); 'eq14': MDU's Eq. 14 per-token estimator. Pairs are scored ``chunk`` at
     a time (``progress``, a tqdm bar, advances per pair); chunk c uses seed ``seed + c``.
+    ``buckets``: padded lengths (default: the likelihood module's); fewer buckets, fewer compiles.
     """
     if estimator not in ("llada", "eq14"):
         raise ValueError(f"estimator: expected 'llada' or 'eq14', got {estimator!r}")
@@ -98,12 +99,12 @@ def answer_avg_nll(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], li
         part = list(pairs[lo:hi])
         if estimator == "llada":
             ll = loglikelihood(cfg, params, part, mc_samples=mc_samples, batch_size=math.gcd(mc_samples, 16),
-                               seed=seed + c, rows_per_forward=rows_per_forward)
+                               seed=seed + c, rows_per_forward=rows_per_forward, buckets=buckets)
             lengths = np.asarray([max(1, len(a)) for _, a in part], dtype=np.float64)
             out[lo:hi] = -ll / lengths
         else:
             out[lo:hi] = eq14_nll(cfg, params, part, mc_samples=mc_samples, seed=seed + c,
-                                  rows_per_forward=rows_per_forward)
+                                  rows_per_forward=rows_per_forward, buckets=buckets)
         if progress is not None:
             progress.update(hi - lo)
     return out
@@ -172,7 +173,7 @@ def teacher_forced(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], li
 def generate_texts(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[int]], *, gen_length: int,
                    steps: int, block_length: int | None = None, algorithm: str | None = None,
                    schedule: str = "official", batch_size: int = 32, chunk: int = 128, cut_newline: bool = False,
-                   progress=None) -> list[str]:
+                   buckets: Sequence[int] | None = None, progress=None) -> list[str]:
     """Greedy (temperature 0) generations of each prompt, decoded with special tokens skipped,
     cut at EOS / end of turn (and at the first newline with ``cut_newline``, as RWKU), stripped."""
     from mdu_jax.sampling import generate
@@ -182,7 +183,7 @@ def generate_texts(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[i
     for lo, hi in _chunks(len(prompts), chunk):
         out = generate(cfg, params, list(prompts[lo:hi]), tokenizer=tokenizer, gen_length=gen_length, steps=steps,
                        block_length=block_length, temperature=0.0, algorithm=algorithm, schedule=schedule,
-                       batch_size=batch_size, stop_token_ids=stops)
+                       batch_size=batch_size, stop_token_ids=stops, prompt_buckets=buckets)
         for text in out.texts:
             if cut_newline:
                 text = text.split("\n")[0]

@@ -104,10 +104,11 @@ def _score_split(kind: str, rows: list[dict], ctx: dict, bars: dict) -> tuple[li
         index.append(len(pairs))
         pairs += [pair(q, a) for a in answers]
     nll = S.answer_avg_nll(cfg, params, pairs, estimator="eq14" if mdu else "llada", mc_samples=ctx["mc_samples"],
-                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], progress=bars["lik"])
+                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
+                           progress=bars["lik"])
     prompts = [S.chat_prompt_ids(tok, row["question"]) for row in rows]
     gens = S.generate_texts(cfg, params, tok, prompts, batch_size=ctx["batch_size"], progress=bars["gen"],
-                            **ctx["sampler"])
+                            buckets=ctx["buckets"], **ctx["sampler"])
 
     per, has_para = [], correct_key != "answer"
     for i, row in enumerate(rows):
@@ -153,10 +154,12 @@ def _privacy(ctx: dict, forget_rows: list[dict], holdout_rows: list[dict], forge
     pairs = [S.response_ids(tok, r["question"], r["answer"]) for r in forget_rows + holdout_rows]
     scored = [S.content_length(tok, a) for _, a in pairs]
     bars["tf"].reset(total=sum(scored))
-    stats = S.teacher_forced(cfg, params, pairs, scored, rows_per_forward=ctx["rows_per_forward"], progress=bars["tf"])
+    stats = S.teacher_forced(cfg, params, pairs, scored, rows_per_forward=ctx["rows_per_forward"],
+                             buckets=ctx["buckets"], progress=bars["tf"])
     nf = len(forget_rows)
     hold_nll = S.answer_avg_nll(cfg, params, pairs[nf:], estimator="llada", mc_samples=ctx["mc_samples"],
-                                seed=ctx["seed"] + 7919, rows_per_forward=ctx["rows_per_forward"])
+                                seed=ctx["seed"] + 7919, rows_per_forward=ctx["rows_per_forward"],
+                                buckets=ctx["buckets"])
     min_k = [M.min_k_score(s["logp"], 0.4) if len(s["logp"]) else 0.0 for s in stats]
     for rec, s, mk in zip(forget_per, stats[:nf], min_k[:nf]):
         rec["exact_memorization"] = M.exact_memorization(s["pred"], s["gold"])
@@ -181,8 +184,8 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
                   block_length: int | None = None, profile: str = "open-unlearning", privacy: bool = True,
                   seed: int | None = None, batch_size: int = 32, rows_per_forward: int = 64,
                   real_authors_split: str = "real_authors_perturbed",
-                  world_facts_split: str = "world_facts_perturbed", model_name: str | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  world_facts_split: str = "world_facts_perturbed", buckets: Sequence[int] | None = None,
+                  model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
     """TOFU metrics of one model; returns the result dict (``results.write_result`` saves it).
 
     forget_split: 'forget10' (read from 'forget10_perturbed') or any split with TOFU's perturbed
@@ -192,6 +195,8 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
     dict) of the retain-only model on the same forget split and rows (forget quality, privleak).
     max_examples: the first N rows of every split. mc_samples: likelihood samples per answer.
     gen_length / steps / block_length override the profile's sampler (``sampler_settings``).
+    buckets: padded sequence / prompt lengths of the compiled programs (default: the
+    likelihood and sampler modules' 1.5x ladders); one program is compiled per bucket.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
@@ -229,6 +234,7 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
                                        profile=profile)
     ctx = dict(cfg=cfg, params=params, tokenizer=tokenizer, profile=profile, mc_samples=int(mc_samples), seed=int(seed),
                batch_size=batch_size, rows_per_forward=rows_per_forward, split_files=files,
+               buckets=None if buckets is None else tuple(int(b) for b in buckets),
                sampler=sampler_settings(cfg, profile, gen_length=gen_length, steps=steps, block_length=block_length))
     n_lik = sum(len(r) * (1 + (k in ("forget", "retain") and profile != "mdu")
                           + (3 if profile == "mdu" or k not in ("forget", "retain") else 5)) for k, r in rows.items())

@@ -1,0 +1,114 @@
+"""The privacy-utility trade-off of a tau sweep: a table and a PNG from per-tau TOFU results."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from typing import Any, Sequence
+
+COLUMNS = ("tau", "model_utility", "forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio",
+           "retain_Q_A_ROUGE", "retain_Q_A_Prob", "privleak", "extraction_strength")
+Y_AXES = {"forget_quality": "forget quality (KS p-value, log scale)", "forget_Q_A_ROUGE": "forget ROUGE-L recall"}
+
+
+def sweep_rows(results: Sequence[tuple[float, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (tau, TOFU result), sorted by tau, with the ``COLUMNS`` aggregates (None if absent)."""
+    rows = []
+    for tau, result in sorted(results, key=lambda x: float(x[0])):
+        if result.get("benchmark") != "tofu":
+            raise ValueError(f"sweep result for tau={tau}: benchmark {result.get('benchmark')!r}, expected 'tofu'")
+        aggs = result.get("aggregates", {})
+        rows.append({"tau": float(tau), **{c: aggs.get(c) for c in COLUMNS[1:]}})
+    return rows
+
+
+def _atomic_bytes(path: str, data: bytes) -> str:
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def table_text(rows: Sequence[dict]) -> str:
+    """The sweep table as aligned text (one line per tau)."""
+    def fmt(v):
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    cells = [list(COLUMNS)] + [[fmt(r.get(c)) for c in COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
+
+
+def write_table(rows: Sequence[dict], path: str) -> str:
+    """Writes the rows as CSV (empty cells for missing values)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS))
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None else r[c]) for c in COLUMNS})
+    return _atomic_bytes(path, buf.getvalue().encode())
+
+
+def plot_tradeoff(rows: Sequence[dict], path: str, *, y: str | None = None, title: str | None = None) -> str:
+    """Draws forget quality (or forget ROUGE) against model utility, one point per tau joined in
+    tau order and labelled with it, and writes a PNG at ``path``.
+
+    ``y`` None: forget quality when every row has it, else forget ROUGE. Forget quality is drawn
+    on a log scale (as the TOFU papers plot log10 p), with the p = 0.05 line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("plot_tradeoff: no sweep rows")
+    if y is None:
+        y = "forget_quality" if all(r.get("forget_quality") is not None for r in rows) else "forget_Q_A_ROUGE"
+    if y not in Y_AXES:
+        raise ValueError(f"y: expected one of {list(Y_AXES)}, got {y!r}")
+    missing = [r["tau"] for r in rows if r.get(y) is None or r.get("model_utility") is None]
+    if missing:
+        raise ValueError(f"plot_tradeoff: rows for tau={missing} have no {y} or model_utility")
+    xs = [float(r["model_utility"]) for r in rows]
+    ys = [float(r[y]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    ax.plot(xs, ys, "-", color="0.6", zorder=1)
+    sc = ax.scatter(xs, ys, c=[r["tau"] for r in rows], cmap="viridis", s=60, zorder=2, edgecolors="black")
+    for r, xv, yv in zip(rows, xs, ys):
+        ax.annotate(f"τ={r['tau']:g}", (xv, yv), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    if y == "forget_quality":
+        ax.set_yscale("log")
+        ax.axhline(0.05, color="tab:red", linestyle="--", linewidth=1, label="p = 0.05")
+        ax.legend(loc="lower right")
+        positive = [v for v in ys if v > 0]
+        if positive:
+            lo, hi = min(positive + [0.05]), max(positive + [0.05])
+            ax.set_ylim(lo / 3, min(1.5, hi * 3))
+    fig.colorbar(sc, ax=ax, label="τ")
+    ax.set_xlabel("model utility (harmonic mean)")
+    ax.set_ylabel(Y_AXES[y])
+    ax.set_title(title or "MDU privacy-utility trade-off over τ")
+    ax.grid(True, alpha=0.3)
+    if len(set(xs)) == 1:
+        pad = max(abs(xs[0]) * 0.1, 1e-3)
+        ax.set_xlim(xs[0] - pad, xs[0] + pad)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return _atomic_bytes(path, buf.getvalue())
+
+
+def finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
