@@ -339,12 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    # Our own progress at INFO; third-party libraries (orbax/absl) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", force=True)
+    logging.getLogger("mdu_jax").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
-    if args.config is None:
-        from mdu_jax.demo.pipeline import main as demo_main
+    from mdu_jax.demo import pipeline as demo
 
-        return demo_main(args.overrides, sweep=args.sweep, progress=not args.no_progress)
+    if args.config is None or demo.is_demo_config(args.config):
+        # The embedded demo: generated data, a tiny model, offline (see mdu_jax/demo/pipeline.py).
+        overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+        return demo.main(overrides, config=args.config, sweep=args.sweep, progress=not args.no_progress)
     overrides = list(args.overrides)
     if args.export_hf:
         overrides.append(f"export_hf={args.export_hf}")
