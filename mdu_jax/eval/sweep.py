@@ -70,6 +70,7 @@ def plot_tradeoff(rows: Sequence[dict], path: str, *, y: str | None = None, titl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not rows:
         raise ValueError("plot_tradeoff: no sweep rows")
@@ -85,8 +86,11 @@ def plot_tradeoff(rows: Sequence[dict], path: str, *, y: str | None = None, titl
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     ax.plot(xs, ys, "-", color="0.6", zorder=1)
     sc = ax.scatter(xs, ys, c=[r["tau"] for r in rows], cmap="viridis", s=60, zorder=2, edgecolors="black")
-    for r, xv, yv in zip(rows, xs, ys):
-        ax.annotate(f"τ={r['tau']:g}", (xv, yv), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    labels: dict[tuple[float, float], list[str]] = {}
+    for r, xv, yv in zip(rows, xs, ys):  # coinciding points share one label
+        labels.setdefault((xv, yv), []).append(f"{r['tau']:g}")
+    for (xv, yv), taus in labels.items():
+        ax.annotate("τ=" + ", ".join(taus), (xv, yv), textcoords="offset points", xytext=(6, 6), fontsize=9)
     if y == "forget_quality":
         ax.set_yscale("log")
         ax.axhline(0.05, color="tab:red", linestyle="--", linewidth=1, label="p = 0.05")
@@ -100,9 +104,10 @@ def plot_tradeoff(rows: Sequence[dict], path: str, *, y: str | None = None, titl
     ax.set_ylabel(Y_AXES[y])
     ax.set_title(title or "MDU privacy-utility trade-off over τ")
     ax.grid(True, alpha=0.3)
-    if len(set(xs)) == 1:
-        pad = max(abs(xs[0]) * 0.1, 1e-3)
+    if len(set(xs)) == 1:  # a flat sweep: a readable window around the single x
+        pad = max(abs(xs[0]) * 0.1, 0.05)
         ax.set_xlim(xs[0] - pad, xs[0] + pad)
+    ax.xaxis.set_major_locator(MaxNLocator(6))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
