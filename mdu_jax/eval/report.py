@@ -25,13 +25,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _short(path: str | None) -> str | None:
+    """The last two components of a model path ('tau=0.5/final')."""
+    if not path:
+        return None
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
+    return "/".join(parts[-2:])
+
+
 def format_table(results: dict | Sequence[dict], names: Sequence[str] | None = None,
                  keys: Sequence[str] | None = None) -> str:
     """A metric-per-row table of the aggregates of one or more results (one column each)."""
     results = [results] if isinstance(results, dict) else list(results)
     if not results:
         raise ValueError("format_table: no results")
-    names = list(names) if names is not None else [r.get("model") or f"result {i}" for i, r in enumerate(results)]
+    names = list(names) if names is not None else [_short(r.get("model")) or f"result {i}" for i, r in enumerate(results)]
     if keys is None:
         seen = [k for r in results for k in r.get("aggregates", {})]
         keys = [k for k in ORDER if k in seen] + [k for k in dict.fromkeys(seen) if k not in ORDER]

@@ -189,7 +189,8 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
     """TOFU metrics of one model; returns the result dict (``results.write_result`` saves it).
 
     forget_split: 'forget10' (read from 'forget10_perturbed') or any split with TOFU's perturbed
-    fields; retain_split: the retain evaluation file ('retain_perturbed'); holdout_split: the
+    fields; retain_split: the retain evaluation file ('retain_perturbed'; a training split name
+    such as 'retain90' means the same, as in TOFU); holdout_split: the
     non-member split of the MIA / privleak metrics (None: 'holdoutXX' matching the forget split
     when it exists, else skipped; 'none' skips). retain_reference: a TOFU result (path or
     dict) of the retain-only model on the same forget split and rows (forget quality, privleak).
@@ -207,6 +208,10 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
     started = time.time()
     seed = (42 if profile == "mdu" else 0) if seed is None else seed
     base_split = forget_split[: -len("_perturbed")] if forget_split.endswith("_perturbed") else forget_split
+    if re.fullmatch(r"retain\d+", retain_split):
+        # A training split name (retain90): TOFU evaluates every retain split on retain_perturbed.
+        log.info("retain_split %r: evaluating on 'retain_perturbed' (TOFU's retain evaluation set)", retain_split)
+        retain_split = "retain_perturbed"
     files = {"forget": eval_split_name(forget_split), "retain": retain_split}
     if include_real_authors:
         files["real_authors"] = real_authors_split

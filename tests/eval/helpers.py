@@ -17,12 +17,13 @@ def tofu_texts(tofu_dir, n):
     return [t for t in texts if t]
 
 
-def tiny_models(folder, texts, seeds=(0, 1), vocab_size=320):
-    """A tokenizer on `texts` and one 1-layer D=32 LLaDA per seed; returns the model folders."""
-    build_tokenizer(texts, folder / "tok", "llada", vocab_size=vocab_size)
+def tiny_models(folder, texts, seeds=(0, 1), vocab_size=320, family="llada"):
+    """A tokenizer on `texts` and one 1-layer D=32 model of `family` per seed; returns the folders."""
+    build_tokenizer(texts, folder / f"tok_{family}", family, vocab_size=vocab_size)
     out = []
     for s in seeds:
-        write_demo_model(folder / f"model{s}", folder / "tok", hidden_size=32, num_layers=1, num_heads=2,
-                         intermediate_size=64, seed=s)
-        out.append(str(folder / f"model{s}"))
+        path = folder / f"{family}{s}"
+        write_demo_model(path, folder / f"tok_{family}", hidden_size=32, num_layers=1, num_heads=2,
+                         intermediate_size=64, seed=s, family=family)
+        out.append(str(path))
     return out

@@ -130,3 +130,23 @@ def test_bad_inputs_are_clear_errors(setup, tmp_path, capsys):
     bogus.write_text("{}")
     assert evaluate.main(["--model", setup["model"], "--retain-reference", str(bogus), *common]) == 2
     assert "not an mdu_jax evaluation result" in capsys.readouterr().err
+
+
+def test_dream_model_and_python_api(tmp_path, shared_data):
+    """evaluate_tofu as the demo calls it (a training split name for retain), on a tiny Dream."""
+    import mdu_jax as mj
+    from mdu_jax.eval.report import format_table
+    from mdu_jax.eval.tofu import evaluate_tofu
+
+    (model,) = tiny_models(tmp_path, tofu_texts(shared_data / "tofu", 1), seeds=(0,), family="dream")
+    cfg, params, tok = mj.load_pretrained(model)
+    r = evaluate_tofu(cfg, params, tok, data_dir=str(shared_data / "tofu"), forget_split="forget10",
+                      retain_split="retain90", include_real_authors=False, include_world_facts=False,
+                      max_examples=1, mc_samples=2, gen_length=4, steps=4, buckets=(128, 256), progress=False)
+    assert r["family"] == "dream" and r["splits"]["retain"] == "retain_perturbed"
+    assert r["settings"]["algorithm"] == "entropy"
+    a = r["aggregates"]
+    assert 0 <= a["model_utility"] <= 1 and 0 <= a["extraction_strength"] <= 1 and a["forget_quality"] is None
+    assert any("harmonic mean of 3 components" in n for n in r["notes"])
+    table = format_table(r)
+    assert "model_utility" in table and "TOFU (open-unlearning profile)" in table
