@@ -29,10 +29,30 @@ class ModelSection:
     remat_policy: str = "none"
     attention_impl: str = "xla"
     scan_layers: bool = True
+    # LoRA (mdu_jax.lora): > 0 trains rank-r adapters on lora_targets instead of the weights; the
+    # frozen base (stored in anchor_dtype) is then also the anchor: no second copy of the model.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0             # the adapter update is lora_alpha / lora_rank * A B
+    lora_targets: list[str] = dataclasses.field(
+        default_factory=lambda: ["q", "k", "v", "o", "gate", "up", "down"])
+    # LoRA + MDU: one layer stack for the conditional and anchor passes, sharing each base matmul.
+    fuse_anchor_pass: bool = False
 
     def validate(self):
         if (self.path is None) == (self.init_config is None):
             raise ConfigKeyError("model: set exactly one of model.path (a checkpoint) or model.init_config")
+        if self.lora_rank < 0:
+            raise ConfigKeyError(f"model.lora_rank: expected >= 0 (0: no LoRA), got {self.lora_rank}")
+        if self.lora_rank:
+            from mdu_jax.lora import TARGETS
+
+            bad = [t for t in self.lora_targets if t not in TARGETS]
+            if bad or not self.lora_targets or len(set(self.lora_targets)) != len(self.lora_targets):
+                raise ConfigKeyError(f"model.lora_targets: expected distinct names from {list(TARGETS)}, "
+                                     f"got {self.lora_targets}")
+        if self.fuse_anchor_pass and not self.lora_rank:
+            raise ConfigKeyError("model.fuse_anchor_pass: needs model.lora_rank > 0 (the anchor and the "
+                                 "conditional pass must share the base weights)")
 
 
 @dataclasses.dataclass
@@ -109,6 +129,9 @@ class OptimSection:
     eps: float = 1e-8
     clip_norm: float = 1.0
     grad_accum: int = 1
+    # float32 master params + float32 Adam moments when model.param_dtype is bf16/fp16
+    # (optim.with_master_weights); the reference updates bf16 weights directly.
+    master_weights: bool = False
 
     def validate(self):
         if self.lr <= 0:
@@ -168,6 +191,9 @@ class TrainConfig:
     tensorboard: bool = True
 
     def validate(self):
+        if self.model.fuse_anchor_pass and self.objective.method != "mdu":
+            raise ConfigKeyError(f"model.fuse_anchor_pass: only the 'mdu' method has a fused anchor pass, "
+                                 f"objective.method is {self.objective.method!r}")
         if self.batch_size < 1:
             raise ConfigKeyError(f"batch_size: expected >= 1, got {self.batch_size}")
         if self.epochs <= 0 and self.max_steps is None:

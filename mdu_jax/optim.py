@@ -1,9 +1,12 @@
 """The Optax chain: global-norm clipping, AdamW with a weight-decay mask, warmup + decay,
-gradient accumulation."""
+gradient accumulation, and optional float32 master weights for low-precision params."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from mdu_jax.config import OptimSection
@@ -32,6 +35,42 @@ def decay_mask(params):
         lambda path, x: x.ndim >= 2 and path[-1].key not in ("scale", "bias"), params)
 
 
+class MasterState(NamedTuple):
+    """State of `with_master_weights`: the float32 master params and the inner optimiser's state."""
+
+    master: Any
+    inner: Any
+
+
+def with_master_weights(inner: optax.GradientTransformation, dtype=jnp.float32) -> optax.GradientTransformation:
+    """Runs `inner` on a `dtype` (float32) master copy of low-precision (bf16) params.
+
+    The state holds ``master = params.astype(dtype)`` and `inner`'s state built on it (so Adam's
+    moments and any accumulated gradients are float32 too). Each update casts the gradients to
+    `dtype`, applies `inner` to the master, and returns the updates (float32) that move the
+    params to the master rounded to their own dtype: ``params + updates == round(master)``.
+    Updates smaller than a bf16 ulp therefore accumulate in the master instead of being lost.
+    Memory: `dtype` bytes per parameter more than `inner` alone on float32 params.
+    """
+
+    def init(params):
+        master = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
+        return MasterState(master, inner.init(master))
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("with_master_weights: update needs the current params")
+        grads = jax.tree.map(lambda g: g.astype(dtype), grads)
+        updates, inner_state = inner.update(grads, state.inner, state.master)
+        master = optax.apply_updates(state.master, updates)
+        # round(master) - params is exact in float32 for nearby values, so optax.apply_updates
+        # (which adds in float32 and casts back) lands exactly on round(master).
+        out = jax.tree.map(lambda m, p: m.astype(p.dtype).astype(dtype) - p.astype(dtype), master, params)
+        return out, MasterState(master, inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(cfg: OptimSection, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, lr schedule). `total_steps` counts optimiser updates (after accumulation)."""
     schedule = learning_rate_schedule(cfg, total_steps)
@@ -41,4 +80,7 @@ def make_optimizer(cfg: OptimSection, total_steps: int) -> tuple[optax.GradientT
     )
     if cfg.grad_accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum)
+    if cfg.master_weights:
+        # Outside MultiSteps, so gradients are also accumulated in float32.
+        tx = with_master_weights(tx)
     return tx, schedule

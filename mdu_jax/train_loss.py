@@ -12,6 +12,11 @@ counts, whose per-device gradients add up to the gradient of the global batch.
 This is the only module that knows models and objectives together: it runs the model passes
 (conditional with gradient; the frozen anchor without) and hands logits to the pure functions of
 ``mdu_jax.objectives`` and ``mdu_jax.diffusion``.
+
+With a `lora` spec, `params` are the adapters (``mdu_jax.lora``) and `anchor` holds the frozen
+base weights: the conditional pass is base + adapters, every anchor pass is the base alone, and
+the LM head is the base's. `fuse_anchor_pass` (LoRA, MDU) runs the conditional and anchor passes
+as one layer stack sharing each base matmul (``lora.paired_hidden_states``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from mdu_jax import diffusion, objectives
+from mdu_jax import diffusion, lora as lora_lib, objectives
 from mdu_jax.config import ObjectiveSection
 from mdu_jax.models.config import ModelConfig
 from mdu_jax.models.transformer import hidden_states, lm_head_kernel
@@ -39,8 +44,11 @@ def default_weighting(cfg: ModelConfig) -> str:
 
 
 def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: Sequence[int] = (),
-                 attend_padding: bool = False):
+                 attend_padding: bool = False, lora: lora_lib.LoraSpec | None = None,
+                 fuse_anchor_pass: bool = False):
     """The loss function of `obj.method` for `model_cfg` (see the module docstring)."""
+    if fuse_anchor_pass and (lora is None or obj.method != "mdu"):
+        raise ValueError("fuse_anchor_pass: needs LoRA (the anchor must be the base weights) and method 'mdu'")
     method = obj.method
     mask_id = model_cfg.mask_token_id
     retain_kind = obj.retain_loss_weight or default_weighting(model_cfg)
@@ -56,8 +64,21 @@ def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: 
         keys = diffusion.row_keys(key, ids.shape[0], row_offset)
         noised, masked, t = diffusion.noise_batch(keys, ids, maskable, mask_id, eps=obj.time_eps,
                                                   schedule=obj.schedule)
-        h = hidden_states(model_cfg, params, noised, attn)
-        head = lm_head_kernel(model_cfg, params)
+        if lora is None:
+            def cond_hidden(inputs, mask):
+                return hidden_states(model_cfg, params, inputs, mask)
+            head = lm_head_kernel(model_cfg, params)
+        else:
+            def cond_hidden(inputs, mask):
+                return lora_lib.hidden_states(model_cfg, anchor, params, lora, inputs, mask)
+            head = lm_head_kernel(model_cfg, anchor)
+        if method == "mdu":
+            keep = objectives.template_keep_mask(ids, keep_ids, maskable) if keep_ids else None
+            uncond = objectives.unconditional_inputs(noised, maskable, mask_id, keep_mask=keep)
+        if fuse_anchor_pass:
+            h, h_uncond = lora_lib.paired_hidden_states(model_cfg, anchor, params, lora, noised, uncond, attn)
+        else:
+            h = cond_hidden(noised, attn)
         common = dict(chunk_size=chunk, schedule=obj.schedule, axis_name=axis_name)
 
         def mdlm(weight, rows):
@@ -75,10 +96,10 @@ def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: 
             loss = mdlm(retain_kind, None)
             return loss, {"retain": loss}
         if method == "mdu":
-            keep = objectives.template_keep_mask(ids, keep_ids, maskable) if keep_ids else None
-            uncond = objectives.unconditional_inputs(noised, maskable, mask_id, keep_mask=keep)
+            if not fuse_anchor_pass:
+                h_uncond = anchor_hidden(uncond, attn)
             loss, parts = chunked.chunked_mdu_objective(
-                h, head, anchor_hidden(uncond, attn), lm_head_kernel(model_cfg, anchor), ids, masked, maskable, t,
+                h, head, h_uncond, lm_head_kernel(model_cfg, anchor), ids, masked, maskable, t,
                 is_forget, tau=obj.tau, eta=obj.eta, divergence=obj.divergence, exclude_ids=exclude,
                 nan_to_num=obj.nan_to_num, retain_weight=obj.retain_weight, retain_loss_weight=retain_kind,
                 **common)
@@ -106,7 +127,7 @@ def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: 
             alt_noised, alt_masked, alt_t = diffusion.noise_batch(alt_keys, alt_ids, alt_maskable, mask_id,
                                                                   eps=obj.time_eps, schedule=obj.schedule)
             anchor_head = lm_head_kernel(model_cfg, anchor)
-            chosen = sequence_nll(hidden_states(model_cfg, params, alt_noised, alt_attn), head, alt_ids, alt_masked,
+            chosen = sequence_nll(cond_hidden(alt_noised, alt_attn), head, alt_ids, alt_masked,
                                   alt_maskable, alt_t)
             chosen_ref = sequence_nll(anchor_hidden(alt_noised, alt_attn), anchor_head, alt_ids, alt_masked,
                                       alt_maskable, alt_t)
