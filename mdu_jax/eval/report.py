@@ -39,14 +39,16 @@ def format_table(results: dict | Sequence[dict], names: Sequence[str] | None = N
     results = [results] if isinstance(results, dict) else list(results)
     if not results:
         raise ValueError("format_table: no results")
-    names = list(names) if names is not None else [_short(r.get("model")) or f"result {i}" for i, r in enumerate(results)]
+    if names is None:
+        names = [_short(r.get("model")) or f"result {i}" for i, r in enumerate(results)]
     if keys is None:
         seen = [k for r in results for k in r.get("aggregates", {})]
         keys = [k for k in ORDER if k in seen] + [k for k in dict.fromkeys(seen) if k not in ORDER]
     rows = [["metric"] + [str(n) for n in names]]
     rows += [[k] + [_fmt(r.get("aggregates", {}).get(k)) for r in results] for k in keys]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    line = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    def line(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     head = results[0]
     title = f"{head.get('benchmark', '?').upper()} ({head.get('profile', '?')} profile)"
     sep = "-" * len(line(rows[0]))

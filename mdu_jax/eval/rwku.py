@@ -115,9 +115,9 @@ def _mia(ctx, rows_fm, rows_rm, max_tokens: int, bar) -> tuple[dict, dict]:
                            seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
                            progress=bar)
     nf = len(rows_fm)
-    per = {"mia_forget": [{"index": i, "avg_nll": float(v), "tokens": len(pairs[i][1])} for i, v in enumerate(nll[:nf])],
-           "mia_retain": [{"index": i, "avg_nll": float(v), "tokens": len(pairs[nf + i][1])}
-                          for i, v in enumerate(nll[nf:])]}
+    rec = [{"avg_nll": float(v), "tokens": len(p[1])} for v, p in zip(nll, pairs)]
+    per = {"mia_forget": [dict(index=i, **r) for i, r in enumerate(rec[:nf])],
+           "mia_retain": [dict(index=i, **r) for i, r in enumerate(rec[nf:])]}
     aggs = {"mia_forget_loss": float(np.mean(nll[:nf])), "mia_retain_loss": float(np.mean(nll[nf:]))}
     return per, aggs
 
@@ -143,8 +143,8 @@ def _mmlu(ctx, rows, bar) -> tuple[list[dict], float]:
                            seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
                            progress=bar)
     ll = ll.reshape(len(rows), 4) * np.asarray([len(i) for i in letter_ids])
-    per = [{"index": i, "prediction": LETTERS[int(np.argmax(s))], "answer": LETTERS[g], "correct": int(np.argmax(s) == g)}
-           for i, (s, g) in enumerate(zip(ll, gold))]
+    per = [{"index": i, "prediction": LETTERS[int(np.argmax(s))], "answer": LETTERS[g],
+            "correct": int(np.argmax(s) == g)} for i, (s, g) in enumerate(zip(ll, gold))]
     return per, float(np.mean([p["correct"] for p in per]))
 
 
@@ -186,9 +186,9 @@ def _generated(ctx, rows, kind: str, bar, gen_length: int) -> tuple[list[dict], 
         prompts = [S.chat_prompt_ids(tok, f"Instruction: {r['instruction']}\n") for r in rows]
     sampler = dict(ctx["sampler"])
     if kind != "triviaqa":
+        block = min(gen_length, 32)  # LLaDA's instruct setting; None: one block (Dream has none)
         sampler.update(gen_length=gen_length, steps=gen_length,
-                       block_length=None if ctx["cfg"].family == "dream" else min(gen_length, 32)
-                       if gen_length % min(gen_length, 32) == 0 else None)
+                       block_length=None if ctx["cfg"].family == "dream" or gen_length % block else block)
     gens = S.generate_texts(ctx["cfg"], ctx["params"], tok, prompts, batch_size=ctx["batch_size"],
                             cut_newline=kind == "triviaqa" and ctx["profile"] == "rwku", progress=bar,
                             buckets=ctx["buckets"], **sampler)
@@ -205,7 +205,8 @@ def _generated(ctx, rows, kind: str, bar, gen_length: int) -> tuple[list[dict], 
             rec["entropy"] = M.fluency_entropy(g)
         per.append(rec)
     if kind == "triviaqa":
-        aggs = {"triviaqa_f1": float(np.mean([p["f1"] for p in per])), "triviaqa_em": float(np.mean([p["em"] for p in per]))}
+        aggs = {"triviaqa_f1": float(np.mean([p["f1"] for p in per])),
+                "triviaqa_em": float(np.mean([p["em"] for p in per]))}
     elif kind == "bbh":
         aggs = {"bbh_em": float(np.mean([p["em"] for p in per]))}
     else:

@@ -75,7 +75,8 @@ def _check_rows(rows: list[dict], split: str, fields: Sequence[str], min_perturb
         for key in fields:
             value = row.get(key)
             if key == "perturbed_answer":
-                if not isinstance(value, list) or len(value) < min_perturbed or not all(isinstance(v, str) for v in value):
+                ok = isinstance(value, list) and len(value) >= min_perturbed and all(isinstance(v, str) for v in value)
+                if not ok:
                     raise DataError(f"TOFU {split} row {i}: 'perturbed_answer' must be a list of at least "
                                     f"{min_perturbed} strings, got {value!r:.80}")
             elif not isinstance(value, str) or not value.strip():

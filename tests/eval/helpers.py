@@ -13,7 +13,8 @@ def tofu_texts(tofu_dir, n):
     texts = []
     for name in TOFU_FILES:
         for row in json.loads((tofu_dir / f"{name}.json").read_text())[:n]:
-            texts += [row["question"], row["answer"], row.get("paraphrased_answer", ""), *row.get("perturbed_answer", [])]
+            texts += [row["question"], row["answer"], row.get("paraphrased_answer", ""),
+                      *row.get("perturbed_answer", [])]
     return [t for t in texts if t]
 
 
