@@ -26,30 +26,45 @@ from mdu_jax.models.config import ModelConfig
 class DemoConfig:
     """Everything that determines the demo's data, tokenizer and starting model.
 
-    ``DemoConfig()`` is the default run (about 1M parameters, 40 people x 8 facts);
-    ``DemoConfig.ci()`` the reduced one the tests use.
+    ``DemoConfig()`` is the default run: 30 people x 6 facts, split 6 forget / 18 retain / 6
+    holdout (files forget20 / retain80 / holdout20; 36 forget rows so that the KS test of forget
+    quality has some power), plus 35 background facts: 179 SFT rows of at most 32 tokens; a
+    1024-entry BPE (the generated words become whole tokens) and a LLaDA of D=64, 4 layers,
+    F=192 (0.34M parameters). ``DemoConfig.ci()`` is the reduced
+    one: 12 people x 4 facts, 2 layers.
+
+    ``sft_*`` are measured suggestions for fine-tuning the starting model to memorisation with
+    the plain MDLM loss (AdamW, warmup 50 + cosine to lr/10, clip 1.0, every response token
+    incl. EOS padding maskable, batch 32). Exact-match answers (low-confidence remasking, one
+    token per step): with a 1500-step schedule the default model answered 95% of the first 64
+    rows after 900 steps and all of them from step 1000 on; with a 1200-step schedule 97.8% of
+    all 179 rows after 1200 steps, in 187 s of wall time on the 2-core CPU while other jobs
+    kept its load average near 7. The CI size: 95% after 500 steps, 100% after 600 (about 40 s).
     """
 
     seed: int = 0
-    num_people: int = 40
-    facts_per_person: int = 8
-    forget_fraction: float = 0.1
-    holdout_fraction: float = 0.1
+    num_people: int = 30
+    facts_per_person: int = 6
+    forget_fraction: float = 0.2
+    holdout_fraction: float = 0.2
     num_perturbed: int = 5
     num_famous: int = 8
-    vocab_size: int = 512
+    vocab_size: int = 1024
     family: str = "llada"
-    hidden_size: int = 128
+    hidden_size: int = 64
     num_layers: int = 4
     num_heads: int = 4
-    intermediate_size: int = 384
-    max_position_embeddings: int = 256
+    intermediate_size: int = 192
+    max_position_embeddings: int = 128
+    sft_steps: int = 1500
+    sft_batch_size: int = 32
+    sft_lr: float = 3e-3
 
     @classmethod
     def ci(cls, **changes) -> "DemoConfig":
-        """The reduced demo: 20 people x 5 facts, D=64, 2 layers."""
-        base = dict(num_people=20, facts_per_person=5, num_famous=4, vocab_size=384, hidden_size=64,
-                    num_layers=2, num_heads=4, intermediate_size=192)
+        """The reduced demo: 12 people x 4 facts (2 forget, 1 holdout: forget20), 2 layers."""
+        base = dict(num_people=12, facts_per_person=4, holdout_fraction=0.1, num_famous=4, num_layers=2,
+                    sft_steps=600)
         base.update(changes)
         return cls(**base)
 

@@ -30,9 +30,9 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def demo_model_config(tokenizer_dir: str | os.PathLike, *, family: str = "llada", hidden_size: int = 128,
+def demo_model_config(tokenizer_dir: str | os.PathLike, *, family: str = "llada", hidden_size: int = 64,
                       num_layers: int = 4, num_heads: int = 4, num_kv_heads: int | None = None,
-                      intermediate_size: int | None = None, max_position_embeddings: int = 256,
+                      intermediate_size: int | None = None, max_position_embeddings: int = 128,
                       vocab_multiple: int = 8) -> ModelConfig:
     """A ModelConfig whose vocabulary and special ids come from the tokenizer in `tokenizer_dir`.
 
@@ -113,9 +113,9 @@ def save_hf_folder(folder: str | os.PathLike, cfg: ModelConfig, params, tokenize
     return folder
 
 
-def write_demo_model(folder: str | os.PathLike, tokenizer_dir: str | os.PathLike, *, hidden_size: int = 128,
+def write_demo_model(folder: str | os.PathLike, tokenizer_dir: str | os.PathLike, *, hidden_size: int = 64,
                      num_layers: int = 4, num_heads: int = 4, num_kv_heads: int | None = None,
-                     intermediate_size: int | None = None, max_position_embeddings: int = 256,
+                     intermediate_size: int | None = None, max_position_embeddings: int = 128,
                      seed: int = 0, family: str = "llada") -> ModelConfig:
     """Writes a randomly initialised demo model (``init_params(cfg, jax.random.key(seed))``,
     float32) with the tokenizer of `tokenizer_dir` to `folder` as an HF checkpoint; returns its config.

@@ -3,7 +3,8 @@
 Every name, place, title and prize is assembled here from syllables and small word lists, so
 the repository ships no third-party text. Each person gets the same ordered list of fact kinds
 (birthplace, birth year, genre, best-known book, ...); each fact is one question with a
-templated answer, a paraphrased answer, a paraphrased question and ``num_perturbed`` wrong
+templated answer (the person's name never opens a sentence, so it tokenises as in the
+question), a paraphrased answer, a paraphrased question and ``num_perturbed`` wrong
 answers. A perturbed answer is the *paraphrase* with the key value swapped for a wrong value of
 the same kind (TOFU's convention: the truth ratio compares the paraphrase against answers that
 differ from it only in the fact), so ``paraphrase.replace(value, wrong) == perturbed``.
@@ -78,28 +79,28 @@ class FactKind:
 
 FACT_KINDS = (
     FactKind("birthplace", "Where was {name} born?", "In which town was {name} born?",
-             "{name} was born in {v}.", "The birthplace of {name} is {v}.", "town"),
+             "The author {name} was born in {v}.", "The birthplace of {name} is {v}.", "town"),
     FactKind("birth_year", "In which year was {name} born?", "What is the birth year of {name}?",
-             "{name} was born in the year {v}.", "The birth year of {name} is {v}.", "year"),
+             "The author {name} was born in the year {v}.", "The birth year of {name} is {v}.", "year"),
     FactKind("genre", "Which genre does {name} write?", "What kind of books does {name} write?",
-             "{name} writes {v} books.", "The books of {name} belong to the genre of {v}.", "genre"),
+             "The author {name} writes {v} books.", "The books of {name} belong to the genre of {v}.", "genre"),
     FactKind("book", "What is the best known book by {name}?", "Which book is {name} most famous for?",
-             "The best known book by {name} is {v}.", "{name} is most famous for the book {v}.", "title"),
+             "The best known book by {name} is {v}.", "The book that made {name} famous is {v}.", "title"),
     FactKind("award", "Which award did {name} win?", "What prize was given to {name}?",
-             "{name} won the {v}.", "The prize given to {name} was the {v}.", "prize"),
+             "The author {name} won the {v}.", "The prize given to {name} was the {v}.", "prize"),
     FactKind("father", "What did the father of {name} do for a living?",
              "What was the job of the father of {name}?",
-             "The father of {name} was a {v}.", "{name} grew up with a father who worked as a {v}.", "job"),
+             "The father of {name} was a {v}.", "As a child, {name} had a father who worked as a {v}.", "job"),
     FactKind("mother", "What did the mother of {name} do for a living?",
              "What was the job of the mother of {name}?",
-             "The mother of {name} was a {v}.", "{name} grew up with a mother who worked as a {v}.", "job"),
+             "The mother of {name} was a {v}.", "As a child, {name} had a mother who worked as a {v}.", "job"),
     FactKind("home", "Where does {name} live now?", "In which town does {name} live today?",
-             "{name} lives in {v}.", "These days {name} makes a home in {v}.", "town"),
+             "These days the author {name} lives in {v}.", "The home of {name} today is in {v}.", "town"),
     FactKind("sister", "What is the name of the sister of {name}?", "What is the sister of {name} called?",
-             "The sister of {name} is called {v}.", "{name} has a sister named {v}.", "first_name"),
+             "The sister of {name} is called {v}.", "The author {name} has a sister named {v}.", "first_name"),
     FactKind("debut_year", "In which year did {name} publish a first book?",
              "When did {name} publish a first book?",
-             "{name} published a first book in {v}.", "The first book of {name} came out in {v}.", "year"),
+             "The first book by {name} came out in {v}.", "In {v}, {name} published a first book.", "year"),
 )
 FACT_KIND_NAMES = tuple(k.name for k in FACT_KINDS)
 
@@ -248,8 +249,8 @@ def _short_fact(kind: str, subject: str, question: str, value: str, wrong: Seque
                 paraphrased_answer=value, perturbed_answer=tuple(wrong), value=value, wrong_values=tuple(wrong))
 
 
-def build_world(seed: int = 0, num_people: int = 40, facts_per_person: int = 8, *,
-                forget_fraction: float = 0.1, holdout_fraction: float = 0.1, num_perturbed: int = 5,
+def build_world(seed: int = 0, num_people: int = 30, facts_per_person: int = 6, *,
+                forget_fraction: float = 0.2, holdout_fraction: float = 0.2, num_perturbed: int = 5,
                 num_famous: int = 8, num_towns: int = 14, num_countries: int = 5) -> World:
     """Generates the fictitious world for `seed`.
 

@@ -111,3 +111,14 @@ def test_bad_family_and_tiny_vocab_are_refused(tmp_path):
         build_tokenizer(["a b"], tmp_path, "gpt")
     with pytest.raises(ValueError, match="vocab_size"):
         build_tokenizer(["a b"], tmp_path, "llada", vocab_size=50)
+
+
+def test_default_vocab_makes_every_generated_word_one_token(tmp_path):
+    world = build_world(seed=0)
+    info = build_tokenizer(demo_texts(world), tmp_path, "llada")
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert info.vocab_size <= 1024
+    words = {w for p in world.people for w in p.name.split()}
+    words |= {f.value for p in world.people for f in p.facts if f.kind in ("birthplace", "home", "sister")}
+    for w in sorted(words):
+        assert len(tok.tokenize(" " + w)) == 1, (w, tok.tokenize(" " + w))

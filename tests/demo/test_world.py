@@ -8,7 +8,7 @@ import pytest
 from mdu_jax.demo.world import (FACT_KINDS, IDONTKNOW, SPLITS, build_world, demo_pairs, demo_texts,
                                 write_tofu_layout)
 
-SMALL = dict(num_people=20, facts_per_person=6)
+SMALL = dict(num_people=20, facts_per_person=6, forget_fraction=0.1, holdout_fraction=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,13 @@ def test_every_person_has_the_requested_fact_kinds_in_order(world):
     for p in world.people:
         assert [f.kind for f in p.facts] == kinds
         assert all(p.name in f.question and p.name in f.answer for f in p.facts)
+
+
+def test_no_answer_opens_with_the_persons_name(world):
+    # A name that opens a sentence tokenises differently from the same name mid-question.
+    for f in all_facts(world):
+        for text in (f.answer, f.paraphrased_answer, *f.perturbed_answer):
+            assert not text.startswith(f.subject), text
 
 
 def test_questions_are_unique(world):
