@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the training config")
     p.add_argument("--taus", default="0,0.25,0.5,0.75,1", help="comma-separated tau values")
     p.add_argument("--results", nargs="+", metavar="TAU=JSON", help="plot existing result files instead of training")
+    p.add_argument("--baseline", metavar="JSON", help="result of the model before unlearning (drawn as a star)")
     p.add_argument("--out-dir", help="where the table and PNG go (default: the config's output_dir)")
     p.add_argument("--y", choices=("forget_quality", "forget_Q_A_ROUGE"),
                    help="y axis (default: forget quality when available, else forget ROUGE)")
@@ -47,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plot(pairs, out_dir: str, y) -> int:
+def _plot(pairs, out_dir: str, y, baseline: str | None) -> int:
+    from mdu_jax.eval.results import read_result
     from mdu_jax.eval.sweep import plot_tradeoff, sweep_rows, table_text, write_table
 
     rows = sweep_rows(pairs)
     csv_path = write_table(rows, os.path.join(out_dir, "sweep_tau.csv"))
-    png_path = plot_tradeoff(rows, os.path.join(out_dir, "sweep_tau.png"), y=y)
+    png_path = plot_tradeoff([r for _, r in pairs], [t for t, _ in pairs], os.path.join(out_dir, "sweep_tau.png"),
+                             baseline=read_result(baseline) if baseline else None, y=y)
     print(table_text(rows))
     print(f"wrote {csv_path}\nwrote {png_path}")
     return 0
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not sep:
                     raise ValueError(f"--results {item!r}: expected TAU=PATH")
                 pairs.append((float(tau), read_result(path)))
-            return _plot(pairs, args.out_dir or ".", args.y)
+            return _plot(pairs, args.out_dir or ".", args.y, args.baseline)
         if not args.config:
             raise ValueError("--config is required to train (or pass --results)")
         from mdu_jax.config import load_config
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             result["tau"] = float(tau)
             write_result(result, os.path.join(sub.output_dir, "eval_tofu.json"))
             pairs.append((float(tau), result))
-        return _plot(pairs, args.out_dir or cfg.output_dir, args.y)
+        return _plot(pairs, args.out_dir or cfg.output_dir, args.y, args.baseline)
     except (ConfigKeyError, DataError, ResultError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,7 @@
-"""The privacy-utility trade-off of a tau sweep: a table and a PNG from per-tau TOFU results."""
+"""The privacy-utility trade-off of a tau sweep: a table and a PNG from per-tau TOFU results.
+
+    sweep.plot_tradeoff([result_tau0, result_tau1], [0, 1], "tradeoff.png", baseline=result_before)
+"""
 
 from __future__ import annotations
 
@@ -59,12 +62,26 @@ def write_table(rows: Sequence[dict], path: str) -> str:
     return _atomic_bytes(path, buf.getvalue().encode())
 
 
-def plot_tradeoff(rows: Sequence[dict], path: str, *, y: str | None = None, title: str | None = None) -> str:
+def plot_tradeoff(results: Sequence[dict[str, Any]], taus: Sequence[float], path: str, *,
+                  baseline: dict[str, Any] | None = None, y: str | None = None, title: str | None = None) -> str:
+    """The trade-off PNG of TOFU results, one per tau (``plot_rows`` of ``sweep_rows``);
+    ``baseline``: the result of the model before unlearning, drawn as a star."""
+    if len(results) != len(taus):
+        raise ValueError(f"plot_tradeoff: {len(results)} results for {len(taus)} tau values")
+    base = None
+    if baseline is not None:
+        base = {c: baseline.get("aggregates", {}).get(c) for c in COLUMNS[1:]}
+    return plot_rows(sweep_rows(list(zip(taus, results))), path, y=y, title=title, baseline=base)
+
+
+def plot_rows(rows: Sequence[dict], path: str, *, y: str | None = None, title: str | None = None,
+              baseline: dict[str, Any] | None = None) -> str:
     """Draws forget quality (or forget ROUGE) against model utility, one point per tau joined in
     tau order and labelled with it, and writes a PNG at ``path``.
 
     ``y`` None: forget quality when every row has it, else forget ROUGE. Forget quality is drawn
-    on a log scale (as the TOFU papers plot log10 p), with the p = 0.05 line.
+    on a log scale (as the TOFU papers plot log10 p), with the p = 0.05 line. ``baseline`` (a
+    row without tau, e.g. the model before unlearning) is drawn as a star when it has both values.
     """
     import matplotlib
 
@@ -84,6 +101,13 @@ def plot_tradeoff(rows: Sequence[dict], path: str, *, y: str | None = None, titl
     xs = [float(r["model_utility"]) for r in rows]
     ys = [float(r[y]) for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    if baseline is not None and baseline.get(y) is not None and baseline.get("model_utility") is not None:
+        bx, by = float(baseline["model_utility"]), float(baseline[y])
+        ax.scatter([bx], [by], marker="*", s=180, color="tab:red", edgecolors="black", zorder=3,
+                   label="before unlearning")
+        xs_all, ys_all = xs + [bx], ys + [by]
+    else:
+        xs_all, ys_all = xs, ys
     ax.plot(xs, ys, "-", color="0.6", zorder=1)
     sc = ax.scatter(xs, ys, c=[r["tau"] for r in rows], cmap="viridis", s=60, zorder=2, edgecolors="black")
     labels: dict[tuple[float, float], list[str]] = {}
@@ -94,19 +118,20 @@ def plot_tradeoff(rows: Sequence[dict], path: str, *, y: str | None = None, titl
     if y == "forget_quality":
         ax.set_yscale("log")
         ax.axhline(0.05, color="tab:red", linestyle="--", linewidth=1, label="p = 0.05")
-        ax.legend(loc="lower right")
-        positive = [v for v in ys if v > 0]
+        positive = [v for v in ys_all if v > 0]
         if positive:
             lo, hi = min(positive + [0.05]), max(positive + [0.05])
             ax.set_ylim(lo / 3, min(1.5, hi * 3))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best")
     fig.colorbar(sc, ax=ax, label="τ")
     ax.set_xlabel("model utility (harmonic mean)")
     ax.set_ylabel(Y_AXES[y])
     ax.set_title(title or "MDU privacy-utility trade-off over τ")
     ax.grid(True, alpha=0.3)
-    if len(set(xs)) == 1:  # a flat sweep: a readable window around the single x
-        pad = max(abs(xs[0]) * 0.1, 0.05)
-        ax.set_xlim(xs[0] - pad, xs[0] + pad)
+    if len(set(xs_all)) == 1:  # a flat sweep: a readable window around the single x
+        pad = max(abs(xs_all[0]) * 0.1, 0.05)
+        ax.set_xlim(xs_all[0] - pad, xs_all[0] + pad)
     ax.xaxis.set_major_locator(MaxNLocator(6))
     fig.tight_layout()
     buf = io.BytesIO()

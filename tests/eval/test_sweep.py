@@ -27,13 +27,19 @@ def test_rows_table_and_plot_from_results(tmp_path):
     with open(path) as f:
         read = list(csv.DictReader(f))
     assert [float(r["tau"]) for r in read] == [0.0, 0.5, 1.0] and read[1]["privleak"] == ""
-    png = sweep.plot_tradeoff(rows, str(tmp_path / "p.png"))
+    png = sweep.plot_rows(rows, str(tmp_path / "p.png"))
     img = matplotlib.image.imread(png)
     assert img.ndim == 3 and img.shape[0] > 300 and img[..., :3].std() > 0.05
+    # The demo pipeline's call: results and taus, plus the model before unlearning.
+    png = sweep.plot_tradeoff([r for _, r in results], [t for t, _ in results], str(tmp_path / "b.png"),
+                              baseline=_result(0.7, 1e-4, 0.95))
+    assert matplotlib.image.imread(png).shape == img.shape
+    with pytest.raises(ValueError, match="3 results for 2 tau"):
+        sweep.plot_tradeoff([r for _, r in results], [0, 1], str(tmp_path / "c.png"))
     rows[1]["forget_quality"] = None
-    sweep.plot_tradeoff(rows, str(tmp_path / "rouge.png"))  # falls back to forget ROUGE
+    sweep.plot_rows(rows, str(tmp_path / "rouge.png"))  # falls back to forget ROUGE
     with pytest.raises(ValueError, match="no forget_quality"):
-        sweep.plot_tradeoff(rows, str(tmp_path / "x.png"), y="forget_quality")
+        sweep.plot_rows(rows, str(tmp_path / "x.png"), y="forget_quality")
     with pytest.raises(ValueError, match="expected 'tofu'"):
         sweep.sweep_rows([(0.0, {"benchmark": "rwku"})])
 
