@@ -102,7 +102,9 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], key)
         elif dataclasses.is_dataclass(hints[name]):
-            kwargs[name] = from_dict(hints[name], {}, prefix=key + ".")  # validated defaults
+            # The field's own default (which may differ from the section class's defaults), validated.
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else hints[name]()
+            kwargs[name] = from_dict(hints[name], to_dict(default), prefix=key + ".")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigKeyError(f"missing config key {key!r}")
     obj = cls(**kwargs)

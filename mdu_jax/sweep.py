@@ -1,4 +1,8 @@
-"""Sweeps: one training run per value of a config key (the tau trade-off is one command)."""
+"""Sweeps: one training run per value of a config key (the tau trade-off is one command).
+
+``python -m mdu_jax.sweep --config X.yaml --taus 0,0.5,1`` trains, evaluates and plots (``sweep_eval``);
+``python -m mdu_jax.train --config X.yaml --sweep objective.tau=0,0.5,1`` only trains.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +34,12 @@ def sweep_values(cfg: TrainConfig, text: str) -> Iterator[tuple[object, TrainCon
                                           TrainConfig)
         yield value, structured.from_dict(TrainConfig, data)
 
+
+
+if __name__ == "__main__":
+    # ``python -m mdu_jax.sweep``: train, evaluate and plot per tau (see mdu_jax/sweep_eval.py).
+    import sys
+
+    from mdu_jax.sweep_eval import main
+
+    sys.exit(main())

@@ -48,11 +48,12 @@ class DemoSection:
 
 @dataclasses.dataclass
 class StageSection:
-    """One training stage (SFT or MDU) of the demo."""
+    """One training stage (SFT or MDU) of the demo; unset SFT values come from the demo size's
+    measured suggestions (``DemoConfig.sft_*``)."""
 
-    steps: int = 1000
-    lr: float = 3e-3
-    batch_size: int = 16
+    steps: Optional[int] = None
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
     warmup_ratio: float = 0.05
     tau: float = 0.5                     # MDU only
     retain_weight: float = 1.0           # MDU only
@@ -71,12 +72,13 @@ class DemoRunConfig:
     """The demo's knobs; everything else comes from the shipped training stack's defaults."""
 
     demo: DemoSection = dataclasses.field(default_factory=DemoSection)
-    sft: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=1000, lr=3e-3))
-    mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=100, lr=5e-4, warmup_ratio=0.0))
+    sft: StageSection = dataclasses.field(default_factory=StageSection)
+    mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=100, lr=5e-4, batch_size=32,
+                                                                              warmup_ratio=0.0))
     eval: EvalSection = dataclasses.field(default_factory=EvalSection)
     taus: Optional[list[float]] = None   # set: run the tau sweep and draw the trade-off plot
     output_dir: str = "runs/demo"
-    max_length: int = 64
+    max_length: int = 32
 
 
 SIZES = {
@@ -87,6 +89,13 @@ SIZES = {
 
 def demo_config(run: DemoRunConfig) -> DemoConfig:
     return SIZES[run.demo.size](run.demo.seed, run.demo.family)
+
+
+def sft_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
+    """The SFT stage with the demo size's measured defaults filled in."""
+    s = run.sft
+    return dataclasses.replace(s, steps=s.steps or demo.sft_steps, lr=s.lr or demo.sft_lr,
+                               batch_size=s.batch_size or demo.sft_batch_size)
 
 
 def _key(*parts: Any) -> str:
@@ -105,11 +114,14 @@ def _write_rows(path: str, rows: list[dict]) -> str:
 
 def _train_config(run: DemoRunConfig, stage: StageSection, *, model_path: str, method: str, forget: str,
                   retain: Optional[str], output_dir: str, tau: float | None = None) -> TrainConfig:
+    # SFT trains on visible EOS padding (LLaDA's SFT recipe) so the model learns where answers
+    # end; MDU follows the MDU reference (padding never a target).
+    sft = method == "sft"
     data = {
         "model": {"path": model_path, "dtype": "float32", "param_dtype": "float32", "anchor_dtype": "float32"},
         "data": {"benchmark": "files", "forget_files": [forget], "retain_files": [retain] if retain else [],
                  "max_length": run.max_length, "buckets": [run.max_length // 2, run.max_length],
-                 "truncation": "error"},
+                 "truncation": "error", "pad_labels": "eos" if sft else "ignore", "attend_padding": sft},
         "objective": {"method": method, "tau": stage.tau if tau is None else tau,
                       "retain_weight": stage.retain_weight},
         "optim": {"lr": stage.lr, "warmup_ratio": stage.warmup_ratio, "schedule": "cosine"},
@@ -125,14 +137,15 @@ def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progres
     """Fine-tunes the initial model on `split` ('sft' or 'sft_retain'); cached by its config."""
     from mdu_jax.train import run as train_run
 
-    key = _key(assets.config, run.sft, run.max_length, split)
+    stage = sft_stage(run, assets.config)
+    key = _key(assets.config, stage, run.max_length, split)
     out = os.path.join(cache, f"{split}-{key}")
     final = os.path.join(out, "final")
     if os.path.isdir(final):
         log.info("%s: cached (%s)", split, final)
         return final, 0.0
     rows = _write_rows(os.path.join(cache, f"{split}-{key}.json"), demo_pairs(assets.world, split))
-    cfg = _train_config(run, run.sft, model_path=assets.model_dir, method="sft", forget=rows, retain=None,
+    cfg = _train_config(run, stage, model_path=assets.model_dir, method="sft", forget=rows, retain=None,
                         output_dir=out)
     started = time.time()
     train_run(cfg, progress=progress)
@@ -153,7 +166,7 @@ def _evaluate(run: DemoRunConfig, assets: DemoAssets, model_dir: str, name: str,
                            retain_split="retain_perturbed", retain_reference=reference,
                            max_examples=run.eval.max_examples, mc_samples=run.eval.mc_samples,
                            gen_length=run.eval.gen_length, steps=run.eval.steps, block_length=run.eval.gen_length,
-                           model_name=name, progress=progress)
+                           privacy=False, model_name=name, progress=progress)
     results.write_result(result, out_path)
     return result
 
@@ -216,7 +229,7 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
     timings: dict[str, float] = {}
     sft_dir, timings["sft_s"] = _sft(run, assets, "sft", cache, progress)
     twin_dir, timings["sft_retain_twin_s"] = _sft(run, assets, "sft_retain", cache, progress)
-    eval_key = _key(run.eval, run.sft, assets.config)
+    eval_key = _key(run.eval, sft_stage(run, assets.config), assets.config, run.max_length)
     t = time.time()
     twin = _evaluate(run, assets, twin_dir, "retain-only twin", os.path.join(cache, f"eval-twin-{eval_key}.json"),
                      None, progress)
