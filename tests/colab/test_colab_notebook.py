@@ -192,8 +192,8 @@ def test_notebook_runs_headless_in_smoke_mode(tmp_path, monkeypatch):
 
     work = tmp_path / "work"
     env = {"MDU_JAX_SMOKE": "1", "MDU_JAX_WORKDIR": str(work), "JAX_PLATFORMS": "cpu",
-           # a fresh Colab CPU runtime: one device (the test session's 8 fake devices are not inherited)
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+           # two CPU devices, so that the runtime plan's FSDP mesh really shards the parameters
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "IPYTHONDIR": str(tmp_path / "ipython"), "MPLBACKEND": "agg"}
     _kernelspec(tmp_path / "jupyter", env)
@@ -217,6 +217,7 @@ def test_notebook_runs_headless_in_smoke_mode(tmp_path, monkeypatch):
     assert (export / "config.json").is_file() and list(export.glob("*.safetensors"))
     assert (work / "tau_tradeoff.png").stat().st_size > 10_000
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "embedding sharding: P(None, 'fsdp')" in outputs  # the plan's mesh spans both devices
     assert "largest |exported - trained| difference: 0.0" in outputs
     shown = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert shown, "the trade-off plot was not displayed"
