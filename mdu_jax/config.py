@@ -151,6 +151,9 @@ class ParallelSection:
     rules: Optional[dict[str, Optional[str]]] = None  # logical axis -> mesh axis overrides
     num_devices: int = 0                 # use only the first N devices (0: all)
     distributed: Literal["auto", "on", "off"] = "auto"
+    # Pin the model passes' token inputs and hidden states to the batch sharding (jit step only):
+    # per-device activation memory then follows the per-device rows, not the global batch.
+    shard_activations: bool = False
 
     def validate(self):
         unknown = set(self.mesh) - {"data", "fsdp", "tensor"}

@@ -168,7 +168,9 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
     special_ids = sorted(set(getattr(tokenizer, "all_special_ids", []) or []))
     spec = lora_spec(cfg)
     loss_fn = make_loss_fn(model_cfg, cfg.objective, special_ids=special_ids, attend_padding=cfg.data.attend_padding,
-                           lora=spec, fuse_anchor_pass=cfg.model.fuse_anchor_pass)
+                           lora=spec, fuse_anchor_pass=cfg.model.fuse_anchor_pass,
+                           activation_sharding=parallel.batch_sharding(mesh)
+                           if mesh is not None and cfg.parallel.shard_activations else None)
 
     anchor = None
     anchor_dtype = jnp.dtype(cfg.model.anchor_dtype)

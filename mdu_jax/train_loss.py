@@ -17,6 +17,12 @@ With a `lora` spec, `params` are the adapters (``mdu_jax.lora``) and `anchor` ho
 base weights: the conditional pass is base + adapters, every anchor pass is the base alone, and
 the LM head is the base's. `fuse_anchor_pass` (LoRA, MDU) runs the conditional and anchor passes
 as one layer stack sharing each base matmul (``lora.paired_hidden_states``).
+
+`activation_sharding` (a sharding of the batch rows, e.g. ``parallel.batch_sharding(mesh)``) pins
+every model pass's input tokens and output hidden states to it. Without it, under FSDP GSPMD may
+keep the layers' saved activations in a layout that grows with the *global* batch on every device
+(see ``bench/memory_plan.py``); with it they stay per-device, at the price of an unsharded
+LM-head gradient transient.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import jax.numpy as jnp
 from mdu_jax import diffusion, lora as lora_lib, objectives
 from mdu_jax.config import ObjectiveSection
 from mdu_jax.models.config import ModelConfig
-from mdu_jax.models.transformer import hidden_states, lm_head_kernel
+from mdu_jax.models.transformer import hidden_states as transformer_hidden_states, lm_head_kernel
 from mdu_jax.objectives import chunked
 
 # Methods whose forget term needs the frozen initial model.
@@ -45,7 +51,7 @@ def default_weighting(cfg: ModelConfig) -> str:
 
 def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: Sequence[int] = (),
                  attend_padding: bool = False, lora: lora_lib.LoraSpec | None = None,
-                 fuse_anchor_pass: bool = False):
+                 fuse_anchor_pass: bool = False, activation_sharding=None):
     """The loss function of `obj.method` for `model_cfg` (see the module docstring)."""
     if fuse_anchor_pass and (lora is None or obj.method != "mdu"):
         raise ValueError("fuse_anchor_pass: needs LoRA (the anchor must be the base weights) and method 'mdu'")
@@ -56,6 +62,19 @@ def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: 
     exclude = tuple(sorted(set(int(i) for i in special_ids))) if obj.exclude_special else None
     keep_ids = tuple(sorted(set(int(i) for i in special_ids))) if obj.keep_template_tokens else None
     chunk = obj.chunk_size
+
+    def pin(x):
+        return x if activation_sharding is None else jax.lax.with_sharding_constraint(x, activation_sharding)
+
+    def hidden_states(cfg, params, inputs, mask):  # the model core's, with pinned rows
+        return pin(transformer_hidden_states(cfg, params, pin(inputs), mask))
+
+    def lora_hidden(cfg, base, adapters, spec, inputs, mask):
+        return pin(lora_lib.hidden_states(cfg, base, adapters, spec, pin(inputs), mask))
+
+    def lora_paired(cfg, base, adapters, spec, cond, uncond, mask):
+        hc, ha = lora_lib.paired_hidden_states(cfg, base, adapters, spec, pin(cond), pin(uncond), mask)
+        return pin(hc), pin(ha)
 
     def loss_fn(params, anchor, batch, key, row_offset, axis_name):
         ids, maskable = batch["input_ids"], batch["maskable"]
@@ -70,13 +89,13 @@ def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: 
             head = lm_head_kernel(model_cfg, params)
         else:
             def cond_hidden(inputs, mask):
-                return lora_lib.hidden_states(model_cfg, anchor, params, lora, inputs, mask)
+                return lora_hidden(model_cfg, anchor, params, lora, inputs, mask)
             head = lm_head_kernel(model_cfg, anchor)
         if method == "mdu":
             keep = objectives.template_keep_mask(ids, keep_ids, maskable) if keep_ids else None
             uncond = objectives.unconditional_inputs(noised, maskable, mask_id, keep_mask=keep)
         if fuse_anchor_pass:
-            h, h_uncond = lora_lib.paired_hidden_states(model_cfg, anchor, params, lora, noised, uncond, attn)
+            h, h_uncond = lora_paired(model_cfg, anchor, params, lora, noised, uncond, attn)
         else:
             h = cond_hidden(noised, attn)
         common = dict(chunk_size=chunk, schedule=obj.schedule, axis_name=axis_name)
