@@ -106,7 +106,10 @@ def chunk_blocks(shape: tuple[int, ...], chunks: tuple[int, ...]):
 
 
 def _zarr3_spec(folder: str, shape=None, dtype=None, chunks=None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": folder}}
+    # Chunks equal to the fill value must still be written: orbax's reader treats a missing chunk
+    # as an error, and zero-initialised tensors (Dream's fresh biases) are all fill value.
+    spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": folder},
+                            "store_data_equal_to_fill_value": True}
     if shape is not None:
         spec["metadata"] = {
             "shape": list(shape), "data_type": np.dtype(dtype).name,

@@ -11,7 +11,7 @@ import torch
 import mdu_jax as mj
 from checkpoints_convert import export_checkpoint, import_checkpoint
 from tests.convert.convert_helpers import add_remote_code, leftovers, load_hf_tensors
-from tests.fixtures import write_hf_checkpoint
+from tests.fixtures import save_state_dict, write_hf_checkpoint
 from tests.models.reference_torch import reference_logits, reference_model
 
 FP32_TOL = 1e-4  # mdu_jax vs transformers in fp32, as in tests/models/test_parity.py
@@ -123,3 +123,17 @@ def test_export_dtype_option_casts_every_tensor_and_updates_the_config(tmp_path)
     export_checkpoint(tmp_path / "ckpt", tmp_path / "fp32", progress=False)
     out = load_hf_tensors(tmp_path / "fp32")
     assert all(out[n].dtype == torch.float32 and torch.equal(out[n], sd[n].to(torch.bfloat16).float()) for n in sd)
+
+
+def test_all_zero_tensors_survive_import(tmp_path):
+    """Zero tensors (fresh Dream biases) equal the zarr fill value and must still be stored."""
+    cfg_dict, sd = write_hf_checkpoint(tmp_path / "hf", "dream", tokenizer=False)
+    for name in sd:
+        if name.endswith(".bias"):
+            sd[name] = torch.zeros_like(sd[name])
+    os.remove(tmp_path / "hf" / "model.safetensors")
+    save_state_dict(str(tmp_path / "hf"), sd)
+    import_checkpoint(tmp_path / "hf", tmp_path / "ckpt", progress=False)
+    _, params, _ = mj.load_pretrained(tmp_path / "ckpt")
+    assert not np.asarray(params["layers"]["k"]["bias"]).any()
+    assert np.asarray(params["layers"]["q"]["kernel"]).any()
