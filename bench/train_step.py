@@ -3,12 +3,18 @@
     python -m bench.train_step                       # tiny LLaDA-layout model, CPU, fp32, vs PyTorch
     python -m bench.train_step --preset 1b --dtype bfloat16 --no-torch        # accelerator runs
     python -m bench.train_step --preset 8b-layer --layers 2 --batch 4 --seq 1024 --no-torch
+    python -m bench.train_step --suite               # the prepared MFU run: 1B and 8B-layer shapes,
+                                                     # best settings (bf16, cuDNN attention, ...)
+    python -m bench.train_step --suite --layers 1 --batch 2 --seq 64   # the same, tiny, on CPU
 
 One MDU step = the conditional pass with gradient over the whole (forget + retain) batch, the
 frozen anchor's forward over the prompt-masked batch, the KL + lambda x retain loss, AdamW.
 Model FLOPs count that work: 3 x forward (conditional forward + backward) + 1 x forward (anchor)
 per token, with forward FLOPs per token = 2 x (matmul parameters, LM head included) +
-4 x layers x T x heads x head_dim (full, non-causal attention). MFU is against `--peak-tflops`
+4 x layers x T x heads x head_dim (full, non-causal attention). With --lora the base weights get
+no gradient, so the count is 2 x forward (conditional forward + input gradients) + 1 x forward
+(anchor); the adapters' own FLOPs are not counted. Recomputation (remat, the chunked loss's
+logits) is never counted: it is the price of memory, not model FLOPs. MFU is against `--peak-tflops`
 (defaults per device kind) or, on CPU, against the measured float32 matmul throughput of this
 machine (so "MFU" there means "fraction of what XLA's matmul reaches here").
 
@@ -23,14 +29,16 @@ import copy
 import os
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Use the accelerator when there is one (JAX's default); --platform cpu forces the host.
+# GPU: let XLA use most of the memory instead of the default 75% preallocation.
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mdu_jax as mj  # noqa: E402
-from mdu_jax import steps  # noqa: E402
+from mdu_jax import lora as lora_lib, steps  # noqa: E402
 from mdu_jax.config import ObjectiveSection, OptimSection  # noqa: E402
 from mdu_jax.optim import make_optimizer  # noqa: E402
 from mdu_jax.train_loss import make_loss_fn  # noqa: E402
@@ -93,12 +101,27 @@ def peak_tflops(args) -> tuple[float, str]:
     return measured_cpu_peak_tflops(), f"{kind}: measured fp32 matmul"
 
 
+# The settings the --suite runs: bf16 everywhere, cuDNN flash attention where available, no
+# recomputation of the layers (the shapes below fit an 80 GB card without it), the whole-sequence
+# loss (chunking recomputes the 126k-vocab logits in the backward pass), bf16 weights updated
+# directly as in the reference.
+BEST = dict(dtype="bfloat16", param_dtype="bfloat16", anchor_dtype="bfloat16", attention="auto", remat="none",
+            chunk=0, master_weights=False)
+# (preset, layers, batch, seq): a 1B-class model, and LLaDA-8B's layer shape with 4 layers (the
+# full 32 layers do not fit one card for full fine-tuning; see bench/memory_plan.py).
+SUITE = [("1b", 16, 16, 1024), ("8b-layer", 4, 8, 1024)]
+
+
 def time_jax(cfg, batch, args):
     obj = ObjectiveSection(method="mdu", tau=args.tau, retain_weight=1.0, chunk_size=args.chunk)
-    tx, _ = make_optimizer(OptimSection(lr=1e-5, warmup_ratio=0.0, schedule="constant"), 100)
-    loss_fn = make_loss_fn(cfg, obj)
+    tx, _ = make_optimizer(OptimSection(lr=1e-5, warmup_ratio=0.0, schedule="constant",
+                                        master_weights=args.master_weights), 100)
+    spec = lora_lib.LoraSpec(args.lora, 2.0 * args.lora) if args.lora else None
+    loss_fn = make_loss_fn(cfg, obj, lora=spec, fuse_anchor_pass=args.fuse)
     params = jax.jit(lambda k: mj.init_params(cfg, k))(jax.random.key(0))
     anchor = jax.tree.map(lambda p: p.astype(jnp.dtype(args.anchor_dtype)), params)
+    if spec is not None:  # the base is the anchor; the trainable params are the adapters
+        params = jax.jit(lambda k: lora_lib.init_adapters(cfg, spec, k, cfg.weight_dtype))(jax.random.key(1))
     state = jax.jit(lambda p: steps.init_state(p, tx, 0))(params)
     step = jax.jit(steps.make_step(loss_fn, tx), donate_argnums=(0,))
     device_batch = jax.device_put(batch)
@@ -216,29 +239,83 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--peak-tflops", dest="peak_tflops", type=float, default=0.0)
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch comparison")
+    p.add_argument("--master-weights", dest="master_weights", action="store_true",
+                   help="float32 master weights and moments (optim.master_weights)")
+    p.add_argument("--lora", type=int, default=0, help="train rank-r LoRA adapters on every projection (0: off)")
+    p.add_argument("--fuse", action="store_true", help="with --lora: one layer stack for both MDU passes")
+    p.add_argument("--suite", action="store_true",
+                   help="the prepared MFU run: presets 1b and 8b-layer with the best settings (BEST); "
+                        "--layers/--batch/--seq given explicitly override every suite entry")
+    p.add_argument("--platform", default=None, help="cpu | gpu | tpu (default: JAX's choice)")
     args = p.parse_args(argv)
+    if args.platform:
+        jax.config.update("jax_platforms", args.platform)
+    if args.fuse and not args.lora:
+        p.error("--fuse needs --lora")
+    if args.suite:
+        return run_suite(p, argv)
+    return bench(args)
+
+
+def bench(args) -> dict:
+    """Times one configuration (parsed arguments) and prints its table; returns the numbers."""
     args.anchor_dtype = args.anchor_dtype or args.param_dtype
     cfg = model_config(args)
     batch = make_batch(cfg, args.batch, args.seq)
     tokens = args.batch * args.seq
-    flops = 4 * forward_flops_per_token(cfg, args.seq) * tokens
+    passes = 3 if args.lora else 4
+    flops = passes * forward_flops_per_token(cfg, args.seq) * tokens
     compile_s, step_s, loss, peak_mem, params = time_jax(cfg, batch, args)
     peak, peak_src = peak_tflops(args)
     mfu = flops / step_s / (peak * 1e12)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  preset={args.preset} "
           f"params={cfg.num_params() / 1e6:.1f}M layers={cfg.num_layers} batch={args.batch}x{args.seq} "
-          f"dtype={args.dtype}/{args.param_dtype} remat={args.remat} attention={args.attention} chunk={args.chunk}")
-    print(f"model FLOPs per step: {flops / 1e12:.3f} TFLOP (3x fwd conditional + 1x fwd anchor); "
+          f"dtype={args.dtype}/{args.param_dtype} remat={args.remat} attention={args.attention} chunk={args.chunk} "
+          f"master={args.master_weights} lora={args.lora}{' fused' if args.fuse else ''}")
+    print(f"model FLOPs per step: {flops / 1e12:.3f} TFLOP ({passes - 1}x fwd conditional + 1x fwd anchor); "
           f"peak {peak:.3g} TFLOP/s ({peak_src})")
     print(f"{'implementation':<16}{'compile s':>11}{'step s':>10}{'tokens/s':>12}{'MFU':>8}{'peak GiB':>10}")
     mem = f"{peak_mem:.2f}" if peak_mem is not None else "n/a"
     print(f"{'jax (mdu_jax)':<16}{compile_s:>11.2f}{step_s:>10.4f}{tokens / step_s:>12.0f}{mfu:>8.1%}{mem:>10}")
-    if args.torch:
+    if args.torch and args.lora:
+        print("pytorch comparison skipped: it trains full weights")
+    elif args.torch:
         torch_s = time_torch(cfg, batch, params, args)
         torch_mfu = flops / torch_s / (peak * 1e12)
         print(f"{'pytorch':<16}{'-':>11}{torch_s:>10.4f}{tokens / torch_s:>12.0f}{torch_mfu:>8.1%}{'':>10}")
         print(f"time ratio pytorch / jax: {torch_s / step_s:.2f} (> 1: JAX faster)")
     print(f"jax loss after {args.steps + 1} steps: {loss:.4f}")
+    return {"step_s": step_s, "tokens_per_s": tokens / step_s, "mfu": mfu, "tflops": flops / step_s / 1e12,
+            "peak_gib": peak_mem, "compile_s": compile_s, "loss": loss, "peak_tflops": peak, "peak_src": peak_src}
+
+
+def run_suite(parser, argv):
+    """Runs every SUITE entry with BEST settings (explicit --layers/--batch/--seq/--steps/... win) and
+    prints one summary table; returns the list of results."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    results = []
+    for preset, layers, batch, seq in SUITE:
+        args = parser.parse_args(argv)
+        args.suite, args.torch, args.preset = False, False, preset
+        for k, v in {**BEST, "layers": layers, "batch": batch, "seq": seq}.items():
+            if k not in given:
+                setattr(args, k, v)
+        print(f"\n=== {preset}: {args.layers} layers, batch {args.batch} x {args.seq} ===", flush=True)
+        out = bench(args)
+        results.append((preset, args, out))
+    peak, src = results[0][2]["peak_tflops"], results[0][2]["peak_src"]
+    print(f"\nMFU summary on {jax.devices()[0].device_kind} (peak {peak:.4g} TFLOP/s, {src}; on CPU the "
+          "peak is re-measured per run):")
+    print(f"{'shape':<10}{'layers':>7}{'batch x seq':>13}{'step s':>10}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>8}"
+          f"{'peak GiB':>10}{'compile s':>11}")
+    for preset, args, r in results:
+        mem = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "n/a"
+        print(f"{preset:<10}{args.layers:>7}{f'{args.batch} x {args.seq}':>13}{r['step_s']:>10.4f}"
+              f"{r['tokens_per_s']:>11.0f}{r['tflops']:>9.1f}{r['mfu']:>8.1%}{mem:>10}{r['compile_s']:>11.1f}")
+    return results
 
 
 if __name__ == "__main__":
