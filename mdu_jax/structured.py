@@ -99,11 +99,16 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
     kwargs = {}
     for name, f in fields.items():
         key = prefix + name
-        if name in data:
+        section = dataclasses.is_dataclass(hints[name])
+        # A section's keys fill in over the field's own default (which may differ from the section
+        # class's defaults), and the result is validated.
+        default = (f.default_factory() if f.default_factory is not dataclasses.MISSING else hints[name]()) \
+            if section else None
+        if name in data and section and isinstance(data[name], dict):
+            kwargs[name] = from_dict(hints[name], {**to_dict(default), **data[name]}, prefix=key + ".")
+        elif name in data:
             kwargs[name] = _coerce(data[name], hints[name], key)
-        elif dataclasses.is_dataclass(hints[name]):
-            # The field's own default (which may differ from the section class's defaults), validated.
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else hints[name]()
+        elif section:
             kwargs[name] = from_dict(hints[name], to_dict(default), prefix=key + ".")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigKeyError(f"missing config key {key!r}")

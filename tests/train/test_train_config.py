@@ -66,3 +66,26 @@ def test_invalid_values_are_named():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigKeyError, match=r"no such config file"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_a_partial_section_keeps_the_fields_own_defaults():
+    """Keys given for a section fill in over the field's default_factory, not the section class's."""
+    import dataclasses
+
+    from mdu_jax import structured
+
+    @dataclasses.dataclass
+    class Stage:
+        steps: int = 10
+        lr: float = 1e-3
+
+    @dataclasses.dataclass
+    class Run:
+        sft: Stage = dataclasses.field(default_factory=Stage)
+        mdu: Stage = dataclasses.field(default_factory=lambda: Stage(steps=150, lr=5e-4))
+
+    run = structured.from_dict(Run, {"mdu": {"lr": 1e-4}})
+    assert run.mdu == Stage(steps=150, lr=1e-4) and run.sft == Stage()
+    assert structured.from_dict(Run, {}).mdu == Stage(steps=150, lr=5e-4)
+    with pytest.raises(ConfigKeyError, match="mdu.epochs"):
+        structured.from_dict(Run, {"mdu": {"epochs": 3}})
