@@ -60,8 +60,14 @@ def response_ids(tokenizer, question: str, answer: str) -> tuple[list[int], list
 
 def content_length(tokenizer, response: Sequence[int]) -> int:
     """How many leading response tokens are content: up to the first special token (the template
-    tail), the positions open-unlearning keeps for EM / ES / Min-K ("ignore the EOS")."""
+    tail), the positions open-unlearning keeps for EM / ES / Min-K ("ignore the EOS").
+
+    The unknown token is special to the tokenizer but stands for answer text (a character the
+    vocabulary lacks), so it does not end the content.
+    """
     special = set(int(i) for i in tokenizer.all_special_ids)
+    if getattr(tokenizer, "unk_token_id", None) is not None:
+        special.discard(int(tokenizer.unk_token_id))
     for i, t in enumerate(response):
         if int(t) in special:
             return i
