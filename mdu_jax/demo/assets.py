@@ -59,12 +59,16 @@ class DemoConfig:
     sft_steps: int = 1500
     sft_batch_size: int = 32
     sft_lr: float = 3e-3
+    sft_paraphrases: bool = True   # SFT on the paraphrased answers too (demo.pipeline.sft_rows)
+    mdu_steps: int = 150
 
     @classmethod
     def ci(cls, **changes) -> "DemoConfig":
-        """The reduced demo: 12 people x 4 facts (2 forget, 1 holdout: forget20), 2 layers."""
+        """The reduced demo: 12 people x 4 facts (2 forget, 1 holdout: forget20), 2 layers, SFT
+        without paraphrases (75 rows: every answer reproduced after 1000 steps, about 65 s), 50
+        MDU steps (its 8 forget rows are seen 200 times at batch 32)."""
         base = dict(num_people=12, facts_per_person=4, holdout_fraction=0.1, num_famous=4, num_layers=2,
-                    sft_steps=600)
+                    sft_steps=1000, sft_paraphrases=False, mdu_steps=50)
         base.update(changes)
         return cls(**base)
 

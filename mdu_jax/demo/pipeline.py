@@ -38,6 +38,7 @@ class DemoSection:
     size: str = "default"                # "default" or "ci" (the reduced demo the tests run)
     seed: int = 0
     family: str = "llada"
+    paraphrases: Optional[bool] = None   # SFT on paraphrased answers too (see sft_rows); None: the size's choice
 
     def validate(self):
         if self.size not in ("default", "ci"):
@@ -73,22 +74,58 @@ class DemoRunConfig:
 
     demo: DemoSection = dataclasses.field(default_factory=DemoSection)
     sft: StageSection = dataclasses.field(default_factory=StageSection)
-    mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=100, lr=5e-4, batch_size=32,
-                                                                              warmup_ratio=0.0))
+    # lambda = 8: the forget and retain answers share their templates, so a tiny model forgets
+    # the forget authors without losing the retain ones only with a strong retain term.
+    # steps None: the demo size's (150 default, 50 ci). tau = 1: the plain prompt-masked anchor. Measured on the default world (150 steps): forget
+    # ROUGE-L 0.80 -> 0.31 at tau 1, but 0.45 at tau 0.5 / 0.75 (python -m mdu_jax.train
+    # --config configs/demo_tau_sweep.yaml draws the whole trade-off).
+    mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=None, lr=5e-4, batch_size=32,
+                                                                              warmup_ratio=0.0, tau=1.0,
+                                                                              retain_weight=8.0))
     eval: EvalSection = dataclasses.field(default_factory=EvalSection)
     taus: Optional[list[float]] = None   # set: run the tau sweep and draw the trade-off plot
     output_dir: str = "runs/demo"
-    max_length: int = 32
+    max_length: int = 48
 
 
 SIZES = {
-    "default": lambda seed, family: DemoConfig(seed=seed, family=family),
+    # 16 authors x 4 facts: 4 forget / 10 retain / 2 holdout authors, 6 famous authors as background.
+    "default": lambda seed, family: DemoConfig(seed=seed, family=family, num_people=16, facts_per_person=4,
+                                               forget_fraction=0.25, holdout_fraction=0.125, num_famous=6),
     "ci": lambda seed, family: DemoConfig.ci(seed=seed, family=family),
 }
 
 
 def demo_config(run: DemoRunConfig) -> DemoConfig:
     return SIZES[run.demo.size](run.demo.seed, run.demo.family)
+
+
+def sft_rows(world, split: str, paraphrases: bool) -> list[dict]:
+    """SFT rows of `split`; with `paraphrases`, every author fact also in its paraphrased form
+    (paraphrased question -> paraphrased answer).
+
+    TOFU's truth ratio compares the paraphrased answer with perturbed ones. A large model can
+    state what it was taught in other words from its pre-training; a 0.3M-parameter model cannot,
+    so the demo teaches the fact in both phrasings (each with its own question, so no question
+    has two targets). Then the fine-tuned model prefers the true paraphrase and the retain-only
+    twin does not, and forget quality measures unlearning as it does on TOFU.
+    """
+    rows = demo_pairs(world, split)
+    if paraphrases:
+        people = ("retain", "forget") if split == "sft" else ("retain",)
+        rows += [{"question": f.paraphrased_question, "answer": f.paraphrased_answer}
+                 for part in people for f in world.facts_of(part)]
+    return rows
+
+
+def paraphrases(run: DemoRunConfig, demo: DemoConfig) -> bool:
+    """Whether SFT also teaches the paraphrased answers (``demo.paraphrases``, else the size's)."""
+    return demo.sft_paraphrases if run.demo.paraphrases is None else bool(run.demo.paraphrases)
+
+
+def mdu_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
+    """The MDU stage with the demo size's step count filled in when unset."""
+    return dataclasses.replace(run.mdu, steps=run.mdu.steps or demo.mdu_steps)
 
 
 def sft_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
@@ -138,13 +175,14 @@ def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progres
     from mdu_jax.train import run as train_run
 
     stage = sft_stage(run, assets.config)
-    key = _key(assets.config, stage, run.max_length, split)
+    key = _key(assets.config, stage, run.max_length, split, paraphrases(run, assets.config))
     out = os.path.join(cache, f"{split}-{key}")
     final = os.path.join(out, "final")
     if os.path.isdir(final):
         log.info("%s: cached (%s)", split, final)
         return final, 0.0
-    rows = _write_rows(os.path.join(cache, f"{split}-{key}.json"), demo_pairs(assets.world, split))
+    rows = _write_rows(os.path.join(cache, f"{split}-{key}.json"),
+                       sft_rows(assets.world, split, paraphrases(run, assets.config)))
     cfg = _train_config(run, stage, model_path=assets.model_dir, method="sft", forget=rows, retain=None,
                         output_dir=out)
     started = time.time()
@@ -229,7 +267,8 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
     timings: dict[str, float] = {}
     sft_dir, timings["sft_s"] = _sft(run, assets, "sft", cache, progress)
     twin_dir, timings["sft_retain_twin_s"] = _sft(run, assets, "sft_retain", cache, progress)
-    eval_key = _key(run.eval, sft_stage(run, assets.config), assets.config, run.max_length)
+    eval_key = _key(run.eval, sft_stage(run, assets.config), assets.config, run.max_length,
+                    paraphrases(run, assets.config))
     t = time.time()
     twin = _evaluate(run, assets, twin_dir, "retain-only twin", os.path.join(cache, f"eval-twin-{eval_key}.json"),
                      None, progress)
@@ -238,15 +277,18 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
                        twin_path, progress)
     timings["eval_before_s"] = time.time() - t
     forget_rows = _write_rows(os.path.join(cache, "forget.json"), demo_pairs(assets.world, "forget"))
-    retain_rows = _write_rows(os.path.join(cache, "retain.json"), demo_pairs(assets.world, "retain"))
+    # The retain term also covers the background facts (the famous authors and towns), so that
+    # unlearning the forget authors keeps the general knowledge model utility measures.
+    retain_rows = _write_rows(os.path.join(cache, "retain.json"),
+                              demo_pairs(assets.world, "retain") + demo_pairs(assets.world, "background"))
     taus = run.taus if run.taus is not None else [run.mdu.tau]
     results: dict[str, dict] = {"before (SFT)": before}
     sweep_rows = []
     for tau in taus:
         mdu_out = os.path.join(out, f"mdu_tau{tau:g}")
         shutil.rmtree(mdu_out, ignore_errors=True)  # unlearning is what the demo shows: run it afresh
-        cfg = _train_config(run, run.mdu, model_path=sft_dir, method="mdu", forget=forget_rows, retain=retain_rows,
-                            output_dir=mdu_out, tau=tau)
+        cfg = _train_config(run, mdu_stage(run, assets.config), model_path=sft_dir, method="mdu",
+                            forget=forget_rows, retain=retain_rows, output_dir=mdu_out, tau=tau)
         t = time.time()
         train_run(cfg, progress=progress)
         timings[f"mdu_tau{tau:g}_s"] = time.time() - t

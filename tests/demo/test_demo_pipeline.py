@@ -1,0 +1,72 @@
+"""The embedded demo, reduced (CI size), end to end and offline: forget drops, retain holds."""
+
+import json
+import socket
+
+import pytest
+
+from mdu_jax.demo.pipeline import load_demo_config, run_demo
+
+# Margins on the reduced demo (2 forget / 9 retain authors, D=64 x 2 layers, 1000 SFT + 50 MDU
+# steps): after MDU the forget ROUGE-L recall must fall to at most 60% of its value after SFT,
+# and the retain ROUGE-L recall keep at least 85% of it. Measured on the 2-core CPU: forget
+# 1.00 -> 0.45, retain 0.96 -> 0.96. (The full-size demo's own targets are 50% / 90%; the
+# reduced world has 8 forget rows, so its numbers move in steps of 1/8 of an answer.)
+FORGET_MAX_RATIO = 0.6
+RETAIN_MIN_RATIO = 0.85
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+    def refuse(self, address, *args, **kwargs):
+        if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"the demo tried to reach the network: {address}")
+        return real_connect(self, address, *args, **kwargs)  # local and unix sockets are fine
+
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.mark.slow
+def test_reduced_demo_forgets_the_forget_authors_and_keeps_the_rest(tmp_path, no_network, capsys):
+    run = load_demo_config(None, ["demo.size=ci", f"output_dir={tmp_path / 'demo'}", "eval.mc_samples=16"])
+    summary = run_demo(run, progress=False)
+    before, after = summary["aggregates"]["before (SFT)"], summary["aggregates"]["after (tau=1)"]
+    print(f"forget ROUGE {before['forget_Q_A_ROUGE']:.3f} -> {after['forget_Q_A_ROUGE']:.3f}; "
+          f"retain ROUGE {before['retain_Q_A_ROUGE']:.3f} -> {after['retain_Q_A_ROUGE']:.3f}")
+    assert before["forget_Q_A_ROUGE"] >= 0.8 and before["retain_Q_A_ROUGE"] >= 0.8  # SFT taught the facts
+    assert after["forget_Q_A_ROUGE"] <= FORGET_MAX_RATIO * before["forget_Q_A_ROUGE"]
+    assert after["retain_Q_A_ROUGE"] >= RETAIN_MIN_RATIO * before["retain_Q_A_ROUGE"]
+    out = capsys.readouterr().out
+    assert "forget ROUGE-L recall" in out and "after (tau=1)" in out
+    written = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert (tmp_path / "demo" / "before_after.png").is_file() and written["table"] == summary["table"]
+
+    # A second run reuses the cached SFT models and goes straight to unlearning.
+    again = run_demo(run, progress=False)
+    assert again["timings_s"]["sft_s"] == 0.0 and again["timings_s"]["sft_retain_twin_s"] == 0.0
+
+
+def test_shipped_demo_configs_spell_out_the_embedded_default():
+    """configs/demo.yaml is what the no-argument run does; the sweep config differs only in taus."""
+    import dataclasses
+    import os
+
+    from mdu_jax.demo.pipeline import demo_config, mdu_stage, paraphrases, sft_stage
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    default = load_demo_config(None, [])
+    shipped = load_demo_config(os.path.join(root, "configs", "demo.yaml"), [])
+    sweep = load_demo_config(os.path.join(root, "configs", "demo_tau_sweep.yaml"), [])
+
+    def effective(run):
+        demo = demo_config(run)
+        return (demo, sft_stage(run, demo), mdu_stage(run, demo), paraphrases(run, demo),
+                dataclasses.asdict(run.eval), run.max_length, run.output_dir)
+
+    assert effective(shipped) == effective(default)
+    assert effective(sweep) == effective(default) and sweep.taus == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert default.taus is None and mdu_stage(default, demo_config(default)).tau == 1.0
