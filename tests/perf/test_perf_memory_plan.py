@@ -37,26 +37,27 @@ def tiny_plan(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rows(tiny_plan):
-    return {
+    out = {
         "neither": tiny_plan("no remat, no chunk"),
         "remat": tiny_plan("no remat, no chunk", overrides=["model.remat_policy=full"]),
         "chunk": tiny_plan("no remat, no chunk", overrides=["objective.chunk_size=16"]),
-        "both": tiny_plan("shipped"),
     }
+    out["remat"].setup, out["chunk"].setup = "remat full", "chunk 16"
+    return out
 
 
 def test_remat_and_chunking_lower_the_compiled_temp_memory(rows):
     temp = {k: r.mem.temp for k, r in rows.items()}
     assert temp["remat"] < temp["neither"]
     assert temp["chunk"] < temp["neither"]
-    assert temp["both"] < min(temp["remat"], temp["chunk"])
-    assert rows["both"].mem.peak < rows["neither"].mem.peak
+    assert rows["remat"].mem.peak < rows["neither"].mem.peak
+    assert rows["chunk"].mem.peak < rows["neither"].mem.peak
     # The state does not depend on either option.
     assert len({(r.mem.params, r.mem.opt_state, r.mem.anchor) for r in rows.values()}) == 1
 
 
 def test_state_sizes_come_from_the_program_and_match_the_formulas(rows):
-    m, f = rows["both"].mem, rows["both"].formula
+    m, f = rows["chunk"].mem, rows["chunk"].formula
     n = 2 * (4 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 2 * 2048 * 64 + 64)  # bytes of the bf16 (f16 proxy) model
     assert m.params == n == f["params"]
     assert m.opt_state == pytest.approx(f["opt_state"], abs=64)  # + Adam/MultiSteps counters
@@ -66,8 +67,8 @@ def test_state_sizes_come_from_the_program_and_match_the_formulas(rows):
 
 
 def test_fsdp_divides_the_state_per_device(tiny_plan, rows):
-    two = tiny_plan("shipped", devices=2)
-    one = rows["both"].mem
+    two = tiny_plan("no remat, no chunk", devices=2, overrides=["objective.chunk_size=16"])
+    one = rows["chunk"].mem
     assert two.mem.devices == 2 and two.mem.rows == 2 * ROWS
     # Norm scales [D] do not split by the rules' choice (embed only); everything else halves.
     assert one.params / 2 <= two.mem.params < 0.51 * one.params
@@ -77,7 +78,7 @@ def test_fsdp_divides_the_state_per_device(tiny_plan, rows):
 
 def test_lora_plan_holds_one_copy_of_the_model(tiny_plan, rows):
     r = tiny_plan("LoRA r16 fused")
-    full = rows["both"].mem
+    full = rows["chunk"].mem
     assert r.mem.anchor == full.params      # the base weights, once, as the anchor
     assert r.mem.params == r.formula["params"] < full.params / 4
     assert 0 <= r.mem.argument - (r.mem.params + r.mem.opt_state + r.mem.anchor + r.mem.batch) < 256
@@ -89,7 +90,7 @@ def test_the_fit_table_reports_every_hardware_target(rows):
     lines = table.splitlines()
     assert lines[0].startswith("| model | setup |") and all(h in lines[0] for h, _, _ in memory_plan.HARDWARE)
     body = [line for line in lines[2:] if "tiny" in line]
-    assert len(body) == 2  # the two named setups (the override rows share "no remat, no chunk")
+    assert len(body) == 3
     for line in body:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[2] == f"{ROWS} x {SEQ}"
