@@ -18,7 +18,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16", "fp16": "float16",
                  "f16": "float16", "float": "float32", "half": "float16"}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
-ATTENTION_IMPLS = ("xla", "cudnn", "auto")
+# Attention kernels (mdu_jax.models.layers.attention): 'xla' reference einsums; 'cudnn' GPU flash
+# attention (bf16/fp16); 'splash' the Pallas TPU splash kernel (T a multiple of 128; off TPU only
+# in interpret mode with MDU_JAX_SPLASH_INTERPRET=1); 'auto' cudnn on GPU, splash on TPU where
+# supported, else xla.
+ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto")
 
 
 class ConfigError(ValueError):

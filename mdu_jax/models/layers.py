@@ -6,6 +6,8 @@ h head_dim, F mlp width.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -53,19 +55,149 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, in_fp32: bool) -> j
     return (xc * cos + rotated * sin).astype(dtype)
 
 
+# --------------------------------------------------------------------------- attention
+# Environment switch for running the TPU splash kernel elsewhere (CPU/GPU) in Pallas interpret
+# mode. Interpret mode runs the kernel body with ordinary XLA ops: same semantics, very slow, so it
+# is for tests only and never chosen silently. Read at trace time.
+SPLASH_INTERPRET_ENV = "MDU_JAX_SPLASH_INTERPRET"
+# The kernel computes kv blocks in multiples of the TPU lane width, and its segment-id masking
+# needs kv blocks of whole lanes: the sequence length must be a multiple of this.
+SPLASH_LANES = 128
+_SPLASH_BLOCKS = (512, 256, 128)
+
+
+def splash_unsupported_reason(seq_len: int, mask_shape: tuple[int, ...] | None = None) -> str | None:
+    """Why the splash kernel cannot run self-attention of length `seq_len`, or None if it can.
+
+    `mask_shape` (the boolean mask given to `attention`) must not vary over heads: the kernel's
+    padding mask is expressed as per-sequence segment ids.
+    """
+    if seq_len % SPLASH_LANES:
+        return (f"attention_impl='splash' needs the sequence length T to be a multiple of "
+                f"{SPLASH_LANES} (the kernel's kv block width), got T={seq_len}")
+    if mask_shape is not None:
+        shape = (1,) * (4 - len(mask_shape)) + tuple(mask_shape)
+        if len(shape) != 4 or shape[1] != 1:
+            return (f"attention_impl='splash' supports padding masks shared by all heads "
+                    f"([B, 1, T|1, T]), got a mask of shape {tuple(mask_shape)}")
+    return None
+
+
+def splash_block_size(seq_len: int) -> int:
+    """The q/kv tile of the splash kernel: the largest of 512, 256, 128 that divides seq_len."""
+    for block in _SPLASH_BLOCKS:
+        if seq_len % block == 0:
+            return block
+    raise ValueError(splash_unsupported_reason(seq_len) or f"no splash block divides T={seq_len}")
+
+
+def _splash_interpret() -> bool:
+    """False on TPU; True off-TPU only when the opt-in environment variable is set, else raises."""
+    backend = jax.default_backend()
+    if backend == "tpu":
+        return False
+    if os.environ.get(SPLASH_INTERPRET_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"attention_impl='splash' is a TPU kernel and the backend is {backend!r}; use "
+                     f"'xla'/'auto', or set {SPLASH_INTERPRET_ENV}=1 to run it in Pallas interpret "
+                     "mode (same kernel semantics, very slow; meant for tests)")
+
+
+def _splash_segment_ids(mask: jax.Array, batch: int, seq_len: int) -> tuple[jax.Array, jax.Array]:
+    """int32 q and kv segment ids [B, T] that reproduce a padding mask inside the splash kernel.
+
+    The kernel lets query i see key j iff q_ids[i] == kv_ids[j]. With valid keys 0, padded keys
+    1, queries that see some key 0 and queries that see none 2, this is exactly
+    ``q_valid[i] & kv_valid[j]``, i.e. any mask that is an outer product of a query and a key
+    vector: LLaDA's keys-only mask (every query valid) and Dream's queries-and-keys mask both are.
+    A row that sees no key is fully masked in both paths and gets a uniform softmax over all T
+    keys (same finite mask value), so even padded positions agree with the XLA path.
+    """
+    m = mask.astype(bool)
+    m = m.reshape((1,) * (4 - m.ndim) + m.shape)[:, 0]  # [B|1, T|1, T|1]
+    m = jnp.broadcast_to(m, (m.shape[0], seq_len, seq_len))
+    kv_valid = jnp.any(m, axis=-2)
+    q_valid = jnp.any(m, axis=-1)
+    kv_ids = jnp.where(kv_valid, 0, 1).astype(jnp.int32)
+    q_ids = jnp.where(q_valid, 0, 2).astype(jnp.int32)
+    return (jnp.broadcast_to(q_ids, (batch, seq_len)), jnp.broadcast_to(kv_ids, (batch, seq_len)))
+
+
+def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+                     interpret: bool | None = None) -> jax.Array:
+    """`attention` computed by the Pallas TPU splash kernel (bidirectional, grouped-query).
+
+    q [B, T, H, h], k/v [B, T, K, h], mask None or a boolean padding mask broadcastable to
+    [B, 1, T, T] that is an outer product of query and key validity (see `_splash_segment_ids`);
+    a mask that is not (e.g. causal or per-head) is NOT representable and would be applied wrongly.
+    T must be a multiple of 128 (ValueError otherwise). Returns [B, T, H, h] in q's dtype.
+
+    The kernel takes one sequence [H, T, h] with K kv heads natively (query head n uses kv head
+    n // (H/K)), so it is vmapped over B; its custom VJP gives gradients. q is scaled by
+    1/sqrt(h) in float32 and cast back before the kernel (the XLA path scales the float32
+    logits instead: identical in fp32 up to rounding, one extra rounding of q in bf16). The
+    kernel also keeps the probabilities in float32 for the value product, where the XLA path
+    casts them to v's dtype. `interpret` None means: compiled on TPU, interpret mode elsewhere
+    only with ``MDU_JAX_SPLASH_INTERPRET=1``.
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    B, T, H, h = q.shape
+    reason = splash_unsupported_reason(T, None if mask is None else mask.shape)
+    if reason:
+        raise ValueError(reason)
+    if interpret is None:
+        interpret = _splash_interpret()
+    block = splash_block_size(T)
+    blocks = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                           block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                           block_q_dq=block, block_kv_dq=block)
+    full = sm.MultiHeadMask([sm.FullMask((T, T)) for _ in range(H)])
+    kernel = sk.make_splash_mha(full, block_sizes=blocks, head_shards=1, q_seq_shards=1,
+                                mask_value=MASK_VALUE, interpret=interpret)
+    scale = 1.0 / (h ** 0.5)
+    qh = (q.astype(jnp.float32) * scale).astype(q.dtype).transpose(0, 2, 1, 3)
+    kh = k.transpose(0, 2, 1, 3)
+    vh = v.transpose(0, 2, 1, 3)
+    if mask is None:
+        out = jax.vmap(lambda a, b, c: kernel(a, b, c))(qh, kh, vh)
+    else:
+        q_ids, kv_ids = _splash_segment_ids(mask, B, T)
+        out = jax.vmap(lambda a, b, c, qi, ki: kernel(a, b, c, segment_ids=sk.SegmentIds(q=qi, kv=ki)))(
+            qh, kh, vh, q_ids, kv_ids)
+    return out.transpose(0, 2, 1, 3).astype(q.dtype)
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
               implementation: str = "xla") -> jax.Array:
     """Bidirectional scaled dot-product attention with grouped-query support.
 
     q [B, T, H, h], k/v [B, T, K, h] with H % K == 0 (query head n uses kv head n // (H/K)),
     mask: boolean, broadcastable to [B, H, T, T] (True = attend) or None. Softmax in float32.
-    Returns [B, T, H, h] in q's dtype. `implementation` is 'xla', 'cudnn' (GPU flash attention,
-    bf16/fp16 only) or 'auto' (cuDNN where the backend and dtype allow it, else XLA).
+    Returns [B, T, H, h] in q's dtype. `implementation`:
+
+    - 'xla': the reference path below.
+    - 'cudnn': GPU flash attention (bf16/fp16 only).
+    - 'splash': the Pallas TPU splash kernel (`splash_attention`; padding masks only, T a
+      multiple of 128). Off TPU it raises unless ``MDU_JAX_SPLASH_INTERPRET=1`` is set, which runs
+      it in Pallas interpret mode (slow; for tests).
+    - 'auto': cuDNN on GPU for bf16/fp16, splash on TPU when the shape and mask are supported
+      and head_dim is a multiple of 128 (the lane width; LLaDA-8B and Dream-7B have 128), else XLA.
     """
     scale = 1.0 / (q.shape[-1] ** 0.5)
     impl = implementation
     if impl == "auto":
-        impl = "cudnn" if (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)) else "xla"
+        backend = jax.default_backend()
+        if backend == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16):
+            impl = "cudnn"
+        elif (backend == "tpu" and q.shape[-1] % SPLASH_LANES == 0
+              and splash_unsupported_reason(q.shape[1], None if mask is None else mask.shape) is None):
+            impl = "splash"
+        else:
+            impl = "xla"
+    if impl == "splash":
+        return splash_attention(q, k, v, mask)
     if impl == "cudnn":
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=False,
                                             implementation="cudnn")
