@@ -61,14 +61,17 @@ class DemoConfig:
     sft_lr: float = 3e-3
     sft_paraphrases: bool = True   # SFT on the paraphrased answers too (demo.pipeline.sft_rows)
     mdu_steps: int = 150
+    mdu_lr: float = 5e-4
+    max_length: int = 48           # tokens per training row (the paraphrased rows need 48)
 
     @classmethod
     def ci(cls, **changes) -> "DemoConfig":
         """The reduced demo: 12 people x 4 facts (2 forget, 1 holdout: forget20), 2 layers, SFT
-        without paraphrases (75 rows: every answer reproduced after 1000 steps, about 65 s), 50
-        MDU steps (its 8 forget rows are seen 200 times at batch 32)."""
+        without paraphrases on rows of 32 tokens (forget / retain ROUGE-L 0.99 / 0.93 after 600
+        steps, about 31 s), 50 MDU steps at lr 2.5e-4 (its 8 forget rows are seen 200 times at
+        batch 32; at lr 5e-4, or from 60 steps on, the 2-layer model loses the retain answers too)."""
         base = dict(num_people=12, facts_per_person=4, holdout_fraction=0.1, num_famous=4, num_layers=2,
-                    sft_steps=1000, sft_paraphrases=False, mdu_steps=50)
+                    sft_steps=600, sft_paraphrases=False, mdu_steps=50, mdu_lr=2.5e-4, max_length=32)
         base.update(changes)
         return cls(**base)
 

@@ -76,16 +76,16 @@ class DemoRunConfig:
     sft: StageSection = dataclasses.field(default_factory=StageSection)
     # lambda = 8: the forget and retain answers share their templates, so a tiny model forgets
     # the forget authors without losing the retain ones only with a strong retain term.
-    # steps None: the demo size's (150 default, 50 ci). tau = 1: the plain prompt-masked anchor. Measured on the default world (150 steps): forget
+    # steps / lr None: the demo size's (150 / 5e-4 default, 50 / 2.5e-4 ci). tau = 1: the plain prompt-masked anchor. Measured on the default world (150 steps): forget
     # ROUGE-L 0.80 -> 0.31 at tau 1, but 0.45 at tau 0.5 / 0.75 (python -m mdu_jax.train
     # --config configs/demo_tau_sweep.yaml draws the whole trade-off).
-    mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=None, lr=5e-4, batch_size=32,
+    mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=None, lr=None, batch_size=32,
                                                                               warmup_ratio=0.0, tau=1.0,
                                                                               retain_weight=8.0))
     eval: EvalSection = dataclasses.field(default_factory=EvalSection)
     taus: Optional[list[float]] = None   # set: run the tau sweep and draw the trade-off plot
     output_dir: str = "runs/demo"
-    max_length: int = 48
+    max_length: Optional[int] = None     # tokens per row; None: the demo size's (48 default, 32 ci)
 
 
 SIZES = {
@@ -123,9 +123,14 @@ def paraphrases(run: DemoRunConfig, demo: DemoConfig) -> bool:
     return demo.sft_paraphrases if run.demo.paraphrases is None else bool(run.demo.paraphrases)
 
 
+def row_length(run: DemoRunConfig, demo: DemoConfig) -> int:
+    """Tokens per training row (``max_length``, else the demo size's)."""
+    return run.max_length or demo.max_length
+
+
 def mdu_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
-    """The MDU stage with the demo size's step count filled in when unset."""
-    return dataclasses.replace(run.mdu, steps=run.mdu.steps or demo.mdu_steps)
+    """The MDU stage with the demo size's step count and learning rate filled in when unset."""
+    return dataclasses.replace(run.mdu, steps=run.mdu.steps or demo.mdu_steps, lr=run.mdu.lr or demo.mdu_lr)
 
 
 def sft_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
@@ -150,14 +155,14 @@ def _write_rows(path: str, rows: list[dict]) -> str:
 
 
 def _train_config(run: DemoRunConfig, stage: StageSection, *, model_path: str, method: str, forget: str,
-                  retain: Optional[str], output_dir: str, tau: float | None = None) -> TrainConfig:
+                  retain: Optional[str], output_dir: str, max_length: int, tau: float | None = None) -> TrainConfig:
     # SFT trains on visible EOS padding (LLaDA's SFT recipe) so the model learns where answers
     # end; MDU follows the MDU reference (padding never a target).
     sft = method == "sft"
     data = {
         "model": {"path": model_path, "dtype": "float32", "param_dtype": "float32", "anchor_dtype": "float32"},
         "data": {"benchmark": "files", "forget_files": [forget], "retain_files": [retain] if retain else [],
-                 "max_length": run.max_length, "buckets": [run.max_length // 2, run.max_length],
+                 "max_length": max_length, "buckets": [max_length // 2, max_length],
                  "truncation": "error", "pad_labels": "eos" if sft else "ignore", "attend_padding": sft},
         "objective": {"method": method, "tau": stage.tau if tau is None else tau,
                       "retain_weight": stage.retain_weight},
@@ -175,7 +180,7 @@ def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progres
     from mdu_jax.train import run as train_run
 
     stage = sft_stage(run, assets.config)
-    key = _key(assets.config, stage, run.max_length, split, paraphrases(run, assets.config))
+    key = _key(assets.config, stage, row_length(run, assets.config), split, paraphrases(run, assets.config))
     out = os.path.join(cache, f"{split}-{key}")
     final = os.path.join(out, "final")
     if os.path.isdir(final):
@@ -184,6 +189,7 @@ def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progres
     rows = _write_rows(os.path.join(cache, f"{split}-{key}.json"),
                        sft_rows(assets.world, split, paraphrases(run, assets.config)))
     cfg = _train_config(run, stage, model_path=assets.model_dir, method="sft", forget=rows, retain=None,
+                        max_length=row_length(run, assets.config),
                         output_dir=out)
     started = time.time()
     train_run(cfg, progress=progress)
@@ -267,7 +273,7 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
     timings: dict[str, float] = {}
     sft_dir, timings["sft_s"] = _sft(run, assets, "sft", cache, progress)
     twin_dir, timings["sft_retain_twin_s"] = _sft(run, assets, "sft_retain", cache, progress)
-    eval_key = _key(run.eval, sft_stage(run, assets.config), assets.config, run.max_length,
+    eval_key = _key(run.eval, sft_stage(run, assets.config), assets.config, row_length(run, assets.config),
                     paraphrases(run, assets.config))
     t = time.time()
     twin = _evaluate(run, assets, twin_dir, "retain-only twin", os.path.join(cache, f"eval-twin-{eval_key}.json"),
@@ -288,7 +294,8 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
         mdu_out = os.path.join(out, f"mdu_tau{tau:g}")
         shutil.rmtree(mdu_out, ignore_errors=True)  # unlearning is what the demo shows: run it afresh
         cfg = _train_config(run, mdu_stage(run, assets.config), model_path=sft_dir, method="mdu",
-                            forget=forget_rows, retain=retain_rows, output_dir=mdu_out, tau=tau)
+                            forget=forget_rows, retain=retain_rows, output_dir=mdu_out,
+                            max_length=row_length(run, assets.config), tau=tau)
         t = time.time()
         train_run(cfg, progress=progress)
         timings[f"mdu_tau{tau:g}_s"] = time.time() - t

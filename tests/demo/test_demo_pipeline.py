@@ -7,12 +7,14 @@ import pytest
 
 from mdu_jax.demo.pipeline import load_demo_config, run_demo
 
-# Margins on the reduced demo (2 forget / 9 retain authors, D=64 x 2 layers, 1000 SFT + 50 MDU
-# steps): after MDU the forget ROUGE-L recall must fall to at most 60% of its value after SFT,
-# and the retain ROUGE-L recall keep at least 85% of it. Measured on the 2-core CPU: forget
-# 1.00 -> 0.45, retain 0.96 -> 0.96. (The full-size demo's own targets are 50% / 90%; the
-# reduced world has 8 forget rows, so its numbers move in steps of 1/8 of an answer.)
-FORGET_MAX_RATIO = 0.6
+# Margins on the reduced demo (2 forget / 9 retain authors, D=64 x 2 layers, 600 SFT + 50 MDU
+# steps on 32-token rows): after MDU the forget ROUGE-L recall must fall to at most 70% of its
+# value after SFT, and the retain ROUGE-L recall keep at least 85% of it. Measured here (2-core
+# CPU, this test's 8 fake devices): forget 0.888 -> 0.449 (0.51x), retain 0.866 -> 0.846
+# (0.98x). The full-size demo's own targets are 50% / 90%; the reduced world has 8 forget rows,
+# so its numbers move in steps of about 1/8 of an answer, and its 2-layer model sits close to the
+# point where unlearning starts to take the retain answers along (see DemoConfig.ci).
+FORGET_MAX_RATIO = 0.7
 RETAIN_MIN_RATIO = 0.85
 
 
@@ -55,7 +57,7 @@ def test_shipped_demo_configs_spell_out_the_embedded_default():
     import dataclasses
     import os
 
-    from mdu_jax.demo.pipeline import demo_config, mdu_stage, paraphrases, sft_stage
+    from mdu_jax.demo.pipeline import demo_config, mdu_stage, paraphrases, row_length, sft_stage
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     default = load_demo_config(None, [])
@@ -65,7 +67,7 @@ def test_shipped_demo_configs_spell_out_the_embedded_default():
     def effective(run):
         demo = demo_config(run)
         return (demo, sft_stage(run, demo), mdu_stage(run, demo), paraphrases(run, demo),
-                dataclasses.asdict(run.eval), run.max_length, run.output_dir)
+                dataclasses.asdict(run.eval), row_length(run, demo), run.output_dir)
 
     assert effective(shipped) == effective(default)
     assert effective(sweep) == effective(default) and sweep.taus == [0.0, 0.25, 0.5, 0.75, 1.0]
