@@ -25,8 +25,9 @@ import dataclasses
 import json
 import os
 import random
-import tempfile
 from typing import Sequence
+
+from mdu_jax import atomic_write
 
 # ------------------------------------------------------------------------------------------
 # Word material. Syllables for names; short English word lists for titles and professions.
@@ -430,13 +431,5 @@ def _write_json_atomic(path: str, payload) -> None:
         text = "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in payload) + "\n]\n"
     else:
         text = json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write.write_text(path, text)
 

@@ -6,10 +6,11 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
+
+from mdu_jax import atomic_write
 
 FORMAT = "mdu_jax.eval/1"
 
@@ -40,19 +41,7 @@ def _plain(x):
 
 def write_result(result: dict[str, Any], path: str | os.PathLike) -> str:
     """Writes ``result`` as JSON at ``path`` (temp file + rename: never half written)."""
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_plain(result), f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write.write_text(path, json.dumps(_plain(result), indent=1, ensure_ascii=False) + "\n")
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:

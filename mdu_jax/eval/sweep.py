@@ -8,9 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from typing import Any, Sequence
+
+from mdu_jax import atomic_write
 
 COLUMNS = ("tau", "model_utility", "forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio",
            "retain_Q_A_ROUGE", "retain_Q_A_Prob", "privleak", "extraction_strength")
@@ -26,21 +26,6 @@ def sweep_rows(results: Sequence[tuple[float, dict[str, Any]]]) -> list[dict[str
         aggs = result.get("aggregates", {})
         rows.append({"tau": float(tau), **{c: aggs.get(c) for c in COLUMNS[1:]}})
     return rows
-
-
-def _atomic_bytes(path: str, data: bytes) -> str:
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def table_text(rows: Sequence[dict]) -> str:
@@ -59,7 +44,7 @@ def write_table(rows: Sequence[dict], path: str) -> str:
     w.writeheader()
     for r in rows:
         w.writerow({c: ("" if r.get(c) is None else r[c]) for c in COLUMNS})
-    return _atomic_bytes(path, buf.getvalue().encode())
+    return atomic_write.write_bytes(path, buf.getvalue().encode())
 
 
 def plot_tradeoff(results: Sequence[dict[str, Any]], taus: Sequence[float], path: str, *,
@@ -137,7 +122,7 @@ def plot_rows(rows: Sequence[dict], path: str, *, y: str | None = None, title: s
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    return _atomic_bytes(path, buf.getvalue())
+    return atomic_write.write_bytes(path, buf.getvalue())
 
 
 def finite(v) -> bool:
