@@ -76,9 +76,9 @@ class DemoRunConfig:
     sft: StageSection = dataclasses.field(default_factory=StageSection)
     # lambda = 8: the forget and retain answers share their templates, so a tiny model forgets
     # the forget authors without losing the retain ones only with a strong retain term.
-    # steps / lr None: the demo size's (150 / 5e-4 default, 50 / 2.5e-4 ci). tau = 1: the plain prompt-masked anchor. Measured on the default world (150 steps): forget
-    # ROUGE-L 0.80 -> 0.31 at tau 1, but 0.45 at tau 0.5 / 0.75 (python -m mdu_jax.train
-    # --config configs/demo_tau_sweep.yaml draws the whole trade-off).
+    # steps / lr None: the demo size's (150 / 5e-4 default, 50 / 2.5e-4 ci). tau = 1: the plain
+    # prompt-masked anchor. Measured on the default world (150 steps): forget ROUGE-L 0.80 -> 0.31
+    # at tau 1, but 0.45 at tau 0.5 / 0.75 (configs/demo_tau_sweep.yaml draws the trade-off).
     mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=None, lr=None, batch_size=32,
                                                                               warmup_ratio=0.0, tau=1.0,
                                                                               retain_weight=8.0))
@@ -89,9 +89,7 @@ class DemoRunConfig:
 
 
 SIZES = {
-    # 16 authors x 4 facts: 4 forget / 10 retain / 2 holdout authors, 6 famous authors as background.
-    "default": lambda seed, family: DemoConfig(seed=seed, family=family, num_people=16, facts_per_person=4,
-                                               forget_fraction=0.25, holdout_fraction=0.125, num_famous=6),
+    "default": lambda seed, family: DemoConfig(seed=seed, family=family),
     "ci": lambda seed, family: DemoConfig.ci(seed=seed, family=family),
 }
 
