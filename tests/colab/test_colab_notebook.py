@@ -194,6 +194,8 @@ def test_notebook_runs_headless_in_smoke_mode(tmp_path, monkeypatch):
     env = {"MDU_JAX_SMOKE": "1", "MDU_JAX_WORKDIR": str(work), "JAX_PLATFORMS": "cpu",
            # two CPU devices, so that the runtime plan's FSDP mesh really shards the parameters
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           # its SFT is compute-bound: full XLA optimisation (tests/conftest.py sets the quick mode)
+           "JAX_DISABLE_MOST_OPTIMIZATIONS": "0",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "IPYTHONDIR": str(tmp_path / "ipython"), "MPLBACKEND": "agg"}
     _kernelspec(tmp_path / "jupyter", env)
@@ -211,6 +213,8 @@ def test_notebook_runs_headless_in_smoke_mode(tmp_path, monkeypatch):
     for r in (before, after):
         assert 0 <= r["aggregates"]["forget_Q_A_Prob"] <= 1 and 0 <= r["aggregates"]["model_utility"] <= 1
     # The short SFT taught the forget answers; the short MDU run made them less likely.
+    print(f"forget answer probability {before['aggregates']['forget_Q_A_Prob']:.3f} -> "
+          f"{after['aggregates']['forget_Q_A_Prob']:.3f}")
     assert after["aggregates"]["forget_Q_A_Prob"] < before["aggregates"]["forget_Q_A_Prob"]
     assert read_result(work / "eval" / "mdu_tau0.json")["benchmark"] == "tofu"
     export = work / "export" / "llada-mdu-tau1"

@@ -33,6 +33,7 @@ def no_network(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.compute_bound
 def test_reduced_demo_forgets_the_forget_authors_and_keeps_the_rest(tmp_path, no_network, capsys):
     run = load_demo_config(None, ["demo.size=ci", f"output_dir={tmp_path / 'demo'}", "eval.mc_samples=16"])
     summary = run_demo(run, progress=False)

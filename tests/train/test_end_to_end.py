@@ -23,6 +23,9 @@ N_FORGET, N_RETAIN = 4, 8
 # Margins: forget NLL must rise by at least 1 nat/token (the answer probability falls by e x or
 # more); the retain NLL may rise by at most a third of that rise.
 MIN_FORGET_RISE = 1.0
+# Measured here (350 SFT steps at lr 7e-3, then 30 MDU steps): after SFT forget / retain NLL
+# 0.053 / 0.064, after MDU 11.98 / 0.30. At 300 SFT steps the pairs are only half learnt
+# (0.21 / 0.19), so the step count keeps a margin of about 10x on the 0.5 "learnt" bound.
 
 
 def _pairs(tok, rows):
@@ -37,10 +40,12 @@ def _pairs(tok, rows):
 
 def _nll(folder, rows):
     cfg, params, tok = mj.load_pretrained(folder)
-    return float(np.mean(eq14_nll(cfg, params, _pairs(tok, rows), mc_samples=32, seed=0)))
+    # One length bucket for all rows: forget and retain pairs share one compiled program.
+    return float(np.mean(eq14_nll(cfg, params, _pairs(tok, rows), mc_samples=32, seed=0, buckets=[128])))
 
 
 @pytest.mark.slow
+@pytest.mark.compute_bound
 def test_sft_then_mdu_on_tofu_pairs(tmp_path, shared_data):
     forget = json.loads((shared_data / "tofu" / "forget01.json").read_text())[:N_FORGET]
     retain = json.loads((shared_data / "tofu" / "retain99.json").read_text())[:N_RETAIN]
@@ -56,8 +61,8 @@ def test_sft_then_mdu_on_tofu_pairs(tmp_path, shared_data):
         "tensorboard": False, "log_every": 25, "batch_size": 12,
     }
     sft = load_config(base=dict(common, model={"path": str(tmp_path / "init"), "dtype": "float32"},
-                                 objective={"method": "sft"}, optim={"lr": 5e-3, "warmup_ratio": 0.05},
-                                 max_steps=500, output_dir=str(tmp_path / "sft")))
+                                 objective={"method": "sft"}, optim={"lr": 7e-3, "warmup_ratio": 0.05},
+                                 max_steps=350, output_dir=str(tmp_path / "sft")))
     run(sft, progress=False)
     sft_dir = str(tmp_path / "sft" / "final")
     before = {"forget": _nll(sft_dir, forget), "retain": _nll(sft_dir, retain)}
@@ -66,7 +71,7 @@ def test_sft_then_mdu_on_tofu_pairs(tmp_path, shared_data):
 
     mdu = load_config(base=dict(common, model={"path": sft_dir, "dtype": "float32"},
                                 objective={"method": "mdu", "tau": 0.0, "retain_weight": 1.0},
-                                optim={"lr": 1e-3, "warmup_ratio": 0.0}, max_steps=60,
+                                optim={"lr": 1e-3, "warmup_ratio": 0.0}, max_steps=30,
                                 output_dir=str(tmp_path / "mdu")))
     run(mdu, progress=False)
     after = {k: _nll(str(tmp_path / "mdu" / "final"), rows) for k, rows in (("forget", forget), ("retain", retain))}
