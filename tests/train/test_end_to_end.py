@@ -6,7 +6,6 @@ per-token NLL (exp(-nll) is the answer probability the MDU paper reports).
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
