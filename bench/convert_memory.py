@@ -38,7 +38,7 @@ def build_checkpoint(folder: str, layers: int, hidden: int, mlp: int, vocab: int
     """Writes a random bf16 LLaDA-layout HF folder one tensor at a time; returns its tensor bytes."""
     from mdu_jax.models import hf_tensors
     from mdu_jax.models.config import ModelConfig
-    from mdu_jax.models.safetensors_io import DTYPES, INDEX_FILE, SafetensorsWriter
+    from mdu_jax.checkpoints.safetensors_io import DTYPES, INDEX_FILE, SafetensorsWriter
 
     cfg = ModelConfig(family="llada", vocab_size=vocab, hidden_size=hidden, num_layers=layers,
                       num_heads=hidden // 128, num_kv_heads=hidden // 128, head_dim=128, intermediate_size=mlp,
@@ -107,7 +107,7 @@ def run_measured(argv: list[str]) -> tuple[int, float]:
 
 def same_tensors(a: str, b: str) -> bool:
     """True when two HF folders hold the same tensor names, dtypes and bytes (read one at a time)."""
-    from mdu_jax.models.safetensors_io import CheckpointReader
+    from mdu_jax.checkpoints.safetensors_io import CheckpointReader
 
     ra, rb = CheckpointReader(a), CheckpointReader(b)
     if sorted(ra.names()) != sorted(rb.names()):
@@ -116,8 +116,6 @@ def same_tensors(a: str, b: str) -> bool:
         if ra.dtype(name) != rb.dtype(name) or not np.array_equal(ra.get(name).view(np.uint16),
                                                                    rb.get(name).view(np.uint16)):
             return False
-        ra.release()
-        rb.release()
     return True
 
 
@@ -162,7 +160,7 @@ def main(argv=None) -> int:
         rows.append(("import bf16 -> fp32", rss, wall, f"{folder_bytes(ckpt) / GB:.2f} GB written"))
         shutil.rmtree(ckpt)
         if args.baseline:
-            code = ("import sys, mdu_jax as mj; from mdu_jax import checkpoint as c; "
+            code = ("import sys, mdu_jax as mj; from mdu_jax import checkpoints as c; "
                     "cfg, p, _ = mj.load_pretrained(sys.argv[1], param_dtype='bfloat16', tokenizer=False); "
                     "c.save_params(sys.argv[2], p)")
             rss, wall = run_measured([py, "-c", code, hf, ckpt])

@@ -12,7 +12,7 @@ the batch sharding (parallel.shard_activations); LoRA r=16 with the fused anchor
 and with pinned activations; the plain baseline with no remat and no chunked loss) and each batch shape, the
 train step is built exactly as ``python -m mdu_jax.train`` builds it, compiled with
 ``jax.jit(step).lower(abstract state, abstract anchor, abstract batch).compile()`` on fake CPU
-devices, and ``memory_analysis()`` gives the per-device numbers (``mdu_jax.memory``):
+devices, and ``memory_analysis()`` gives the per-device numbers (``mdu_jax.training.memory``):
 
   params / opt / anchor / batch   per-device input sizes from the compiled program's shardings
   temp                            XLA's temporaries: activations kept for the backward pass (what
@@ -22,7 +22,7 @@ devices, and ``memory_analysis()`` gives the per-device numbers (``mdu_jax.memor
 The numbers are XLA:CPU's buffer assignment for the same SPMD program: a proxy for GPU/TPU
 (partitioning and stored state are identical; fusion and scratch buffers differ). On CPU the
 bf16 configs are compiled with float16 in place of bfloat16 (same sizes; XLA:CPU would otherwise
-add float32 copies of every bf16 weight, see ``mdu_jax.memory.cpu_proxy``); --no-f16-proxy
+add float32 copies of every bf16 weight, see ``mdu_jax.training.memory.cpu_proxy``); --no-f16-proxy
 compiles bf16 as is. "Fits" means peak <= 90% of the device's HBM. A hand-formula cross-check of
 the state sizes (params / opt / anchor) is printed too.
 """
@@ -40,8 +40,8 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 import jax  # noqa: E402
 
-from mdu_jax import memory  # noqa: E402
-from mdu_jax.config import load_config  # noqa: E402
+from mdu_jax.training import memory  # noqa: E402
+from mdu_jax.training.config import load_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {

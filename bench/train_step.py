@@ -38,10 +38,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mdu_jax as mj  # noqa: E402
-from mdu_jax import lora as lora_lib, steps  # noqa: E402
-from mdu_jax.config import ObjectiveSection, OptimSection  # noqa: E402
-from mdu_jax.optim import make_optimizer  # noqa: E402
-from mdu_jax.train_loss import make_loss_fn  # noqa: E402
+from mdu_jax.models import lora as lora_lib  # noqa: E402
+from mdu_jax.training.config import ObjectiveSection, OptimSection  # noqa: E402
+from mdu_jax.training.loss import make_loss_fn  # noqa: E402
+from mdu_jax.training.optimizer import make_optimizer  # noqa: E402
+from mdu_jax.training.state import init_state  # noqa: E402
+from mdu_jax.training.step import make_step  # noqa: E402
 
 PRESETS = {
     # name: (hidden, layers, heads, kv_heads, mlp, vocab)
@@ -105,7 +107,7 @@ def peak_tflops(args) -> tuple[float, str]:
 # recomputation of the layers, the loss in 256-position chunks (whole-sequence fp32 logits over the
 # 126k vocabulary would take ~40 GiB at these shapes; recomputing the LM head in the backward pass
 # costs a few % of the step), bf16 weights updated directly as in the reference. Sized with
-# mdu_jax.memory on CPU (XLA attention, i.e. without cuDNN's savings): 1b ~78 GiB at batch 16, so
+# mdu_jax.training.memory on CPU (XLA attention, i.e. without cuDNN's savings): 1b ~78 GiB at batch 16, so
 # batch 8; 8b-layer ~45 GiB. If a card runs out of memory, add --remat dots_no_batch.
 BEST = dict(dtype="bfloat16", param_dtype="bfloat16", anchor_dtype="bfloat16", attention="auto", remat="none",
             chunk=256, master_weights=False)
@@ -124,8 +126,8 @@ def time_jax(cfg, batch, args):
     anchor = jax.tree.map(lambda p: p.astype(jnp.dtype(args.anchor_dtype)), params)
     if spec is not None:  # the base is the anchor; the trainable params are the adapters
         params = jax.jit(lambda k: lora_lib.init_adapters(cfg, spec, k, cfg.weight_dtype))(jax.random.key(1))
-    state = jax.jit(lambda p: steps.init_state(p, tx, 0))(params)
-    step = jax.jit(steps.make_step(loss_fn, tx), donate_argnums=(0,))
+    state = jax.jit(lambda p: init_state(p, tx, 0))(params)
+    step = jax.jit(make_step(loss_fn, tx), donate_argnums=(0,))
     device_batch = jax.device_put(batch)
     t0 = time.perf_counter()
     compiled = step.lower(state, anchor, device_batch).compile()

@@ -6,6 +6,10 @@ import argparse
 import signal
 import sys
 
+from checkpoints_convert.importer import import_checkpoint
+from mdu_jax.checkpoints import CheckpointError, export_checkpoint
+from mdu_jax.models.config import ConfigError
+
 DTYPE_CHOICES = ("bf16", "fp32", "fp16", "bfloat16", "float32", "float16")
 
 DESCRIPTION = """\
@@ -73,10 +77,6 @@ def _terminate(signum, frame):
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit status (0 ok, 1 conversion error, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    from checkpoints_convert import export_checkpoint, import_checkpoint
-    from mdu_jax.models.config import ConfigError
-    from mdu_jax.models.safetensors_io import CheckpointError
-
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone

@@ -7,14 +7,15 @@ import shutil
 
 import numpy as np
 
-from checkpoints_convert.atomic import ConversionError, atomic_output_dir, check_destination
-from checkpoints_convert.files import CONFIG, copy_extra_files
-from checkpoints_convert.progress import Progress
-from mdu_jax.checkpoint import PARAMS_DIR, ParamsWriter, stacked_paths, write_marker
+from mdu_jax.checkpoints.atomic_write import atomic_output_dir, check_destination
+from mdu_jax.checkpoints.errors import CheckpointError, ConversionError
+from mdu_jax.checkpoints.folder_files import CONFIG, copy_extra_files
+from mdu_jax.checkpoints.hf_params import check_tensors, hf_to_jax
+from mdu_jax.checkpoints.orbax_params import PARAMS_DIR, ParamsWriter, stacked_paths, write_marker
+from mdu_jax.checkpoints.progress import Progress
+from mdu_jax.checkpoints.safetensors_io import CheckpointReader
 from mdu_jax.models.config import ModelConfig, canonical_dtype
-from mdu_jax.models.loading import check_tensors, hf_to_jax
 from mdu_jax.models.params import flatten_paths, param_specs
-from mdu_jax.models.safetensors_io import CheckpointError, CheckpointReader
 
 FLOAT_DTYPES = ("F64", "F32", "BF16", "F16")  # widest first: the default target of a mixed checkpoint
 PARAM_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float32"}
@@ -40,7 +41,7 @@ def import_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
     ``model.safetensors`` or ``model.safetensors.index.json`` + shards, and usually tokenizer
     files, ``generation_config.json`` and remote-code ``*.py`` (all copied). `dtype`
     ('bf16', 'fp32', 'fp16' or a full name) is the stored param dtype; None keeps the source's
-    (the widest one if tensors differ). Each tensor is read memory-mapped, transposed/reshaped
+    (the widest one if tensors differ). Each tensor is read on its own, transposed/reshaped
     into its slot of the stacked layout, cast and written before the next one is read, so host
     memory stays near one tensor. Validation (config, index, names, shapes, dtypes) happens
     before anything is written; output appears at `dst` only when complete.
@@ -72,9 +73,6 @@ def import_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
             for t in table:
                 shape = specs[t.path].shape
                 value = hf_to_jax(t, reader.get(t.name), shape[1:] if t.layer is not None else shape, np_dtype)
-                # Drop the mapping now: a converted copy no longer needs the source pages, and a
-                # view of them is unmapped as soon as it is written and deleted.
-                reader.release()
                 writer.write(t.path, value, t.layer)
                 del value
                 bar.update(int(np.prod(t.shape)) * np_dtype.itemsize)

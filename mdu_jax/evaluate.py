@@ -14,6 +14,14 @@ import logging
 import os
 import sys
 
+from mdu_jax.checkpoints import CheckpointError, load_pretrained
+from mdu_jax.data.encoding import DataError
+from mdu_jax.eval.report import print_table
+from mdu_jax.eval.results import ResultError, write_result
+from mdu_jax.eval.rwku import evaluate_rwku
+from mdu_jax.eval.tofu import evaluate_tofu
+from mdu_jax.models.config import ConfigError
+
 EPILOG = """\
 TOFU (open-unlearning profile): ROUGE-L recall of greedy generations, answer probability
 (per-token geometric mean from LLaDA's Monte Carlo likelihood estimator), truth ratio, normalised
@@ -73,12 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("mdu_jax").setLevel(logging.INFO)  # not absl/orbax INFO chatter
     args = build_parser().parse_args(argv)
-    from mdu_jax.data.encoding import DataError
-    from mdu_jax.eval.report import print_table
-    from mdu_jax.eval.results import ResultError, write_result
-    from mdu_jax.models.config import ConfigError
-    from mdu_jax.models.safetensors_io import CheckpointError
-
     profile = args.profile or ("open-unlearning" if args.benchmark == "tofu" else "rwku")
     try:
         if args.benchmark == "tofu" and profile == "rwku":
@@ -87,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--profile open-unlearning is for --benchmark tofu (rwku: rwku or mdu)")
         if args.retain_reference and not os.path.isfile(args.retain_reference):
             raise ResultError(f"--retain-reference {args.retain_reference}: no such file")
-        from mdu_jax.pretrained import load_pretrained
-
         cfg, params, tok = load_pretrained(args.model, dtype=args.dtype)
         common = dict(data_dir=args.data_dir, max_examples=args.max_examples, mc_samples=args.mc_samples,
                       gen_length=args.gen_length, steps=args.steps, block_length=args.block_length, profile=profile,
@@ -96,15 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                       model_name=os.path.abspath(args.model), progress=not args.no_progress,
                       buckets=[int(b) for b in args.buckets.split(",")] if args.buckets else None)
         if args.benchmark == "tofu":
-            from mdu_jax.eval.tofu import evaluate_tofu
-
             result = evaluate_tofu(cfg, params, tok, forget_split=args.forget_split, retain_split=args.retain_split,
                                    holdout_split=args.holdout_split, include_real_authors=not args.no_real_authors,
                                    include_world_facts=not args.no_world_facts,
                                    retain_reference=args.retain_reference, privacy=not args.no_privacy, **common)
         else:
-            from mdu_jax.eval.rwku import evaluate_rwku
-
             utility = [u.strip() for u in args.utility.split(",") if u.strip()]
             result = evaluate_rwku(cfg, params, tok, subject=args.subject, utility=utility,
                                    long_gen_length=args.long_gen_length, **common)

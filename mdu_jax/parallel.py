@@ -14,9 +14,10 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mdu_jax.structured import ConfigKeyError
+from mdu_jax.typed_config import ConfigKeyError
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ def make_mesh(mesh: Mapping[str, int], devices=None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     shape = resolve_mesh_shape(mesh, len(devices))
     try:
-        from jax.experimental import mesh_utils
-
         grid = mesh_utils.create_device_mesh(shape, devices)
     except Exception:  # noqa: BLE001 - CPU / odd topologies: plain order is fine
         grid = np.array(devices).reshape(shape)
@@ -128,25 +127,10 @@ def maybe_initialize_distributed(mode: str = "auto") -> None:
 
 
 def host_rows(global_batch: int) -> slice:
-    """The rows of a global batch that this host feeds (contiguous, equal shares)."""
+    """The rows of a global batch that this host feeds (contiguous, equal shares, in process order:
+    the layout ``jax.make_array_from_process_local_data`` expects for the batch sharding)."""
     n, i = jax.process_count(), jax.process_index()
     if global_batch % n:
         raise ConfigKeyError(f"batch_size: {global_batch} rows cannot be split over {n} hosts")
     per = global_batch // n
     return slice(i * per, (i + 1) * per)
-
-
-def global_batch_array(local: np.ndarray, sharding: NamedSharding, global_rows: int) -> jax.Array:
-    """Assembles the global [global_rows, ...] array from each host's row slice."""
-    if jax.process_count() == 1:
-        return jax.device_put(local, sharding)
-    shape = (global_rows,) + local.shape[1:]
-    rows = host_rows(global_rows)
-
-    def cb(index):
-        r = index[0]
-        start = (r.start or 0) - rows.start
-        stop = (r.stop if r.stop is not None else global_rows) - rows.start
-        return local[(slice(start, stop),) + tuple(index[1:])]
-
-    return jax.make_array_from_callback(shape, sharding, cb)

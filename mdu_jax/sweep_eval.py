@@ -5,19 +5,20 @@ the privacy-utility trade-off (PNG + table).
         --retain-reference runs/retain90/eval_tofu.json
     python -m mdu_jax.sweep_eval --results 0=runs/a/eval_tofu.json 1=runs/b/eval_tofu.json --out-dir runs/plot
 
-Each run trains into ``<output_dir>/tau=<v>/`` (``mdu_jax.train.run``; an interrupted sweep
-resumes) and writes ``eval_tofu.json`` there; the sweep writes ``sweep_tau.csv`` and
-``sweep_tau.png`` in ``output_dir`` and prints the table.
+The work is ``mdu_jax.experiments.tau_sweep``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-log = logging.getLogger("mdu_jax.sweep_eval")
+from mdu_jax.data.encoding import DataError
+from mdu_jax.eval.results import ResultError
+from mdu_jax.experiments import tau_sweep
+from mdu_jax.training import load_config
+from mdu_jax.typed_config import ConfigKeyError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,70 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plot(pairs, out_dir: str, y, baseline: str | None) -> int:
-    from mdu_jax.eval.results import read_result
-    from mdu_jax.eval.sweep import plot_tradeoff, sweep_rows, table_text, write_table
-
-    rows = sweep_rows(pairs)
-    csv_path = write_table(rows, os.path.join(out_dir, "sweep_tau.csv"))
-    png_path = plot_tradeoff([r for _, r in pairs], [t for t, _ in pairs], os.path.join(out_dir, "sweep_tau.png"),
-                             baseline=read_result(baseline) if baseline else None, y=y)
-    print(table_text(rows))
-    print(f"wrote {csv_path}\nwrote {png_path}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("mdu_jax").setLevel(logging.INFO)  # not absl/orbax INFO chatter
     args = build_parser().parse_args(argv)
-    from mdu_jax.data.encoding import DataError
-    from mdu_jax.eval.results import ResultError, read_result, write_result
-    from mdu_jax.structured import ConfigKeyError
-
     try:
         if args.results:
-            pairs = []
-            for item in args.results:
-                tau, sep, path = item.partition("=")
-                if not sep:
-                    raise ValueError(f"--results {item!r}: expected TAU=PATH")
-                pairs.append((float(tau), read_result(path)))
-            return _plot(pairs, args.out_dir or ".", args.y, args.baseline)
-        if not args.config:
-            raise ValueError("--config is required to train (or pass --results)")
-        from mdu_jax.config import load_config
-        from mdu_jax.eval.tofu import evaluate_tofu
-        from mdu_jax.sweep import sweep_values
-        from mdu_jax.train import run
-
-        cfg = load_config(args.config, list(args.overrides))
-        if cfg.objective.method != "mdu":
-            raise ValueError(f"objective.method is {cfg.objective.method!r}; the tau sweep needs 'mdu'")
-        if cfg.data.benchmark != "tofu" and not args.data_dir:
-            raise ValueError("the sweep evaluates on TOFU: train on data.benchmark=tofu or pass --data-dir")
-        data_dir = args.data_dir or cfg.data.data_dir
-        forget_split = args.forget_split or cfg.data.forget_split
-        pairs = []
-        for tau, sub in sweep_values(cfg, f"objective.tau={args.taus}"):
-            log.info("tau=%s: training into %s", tau, sub.output_dir)
-            res = run(sub, progress=not args.no_progress)
-            log.info("tau=%s: evaluating", tau)
-            result = evaluate_tofu(res.model_cfg, res.params, res.tokenizer, data_dir=data_dir,
-                                   forget_split=forget_split, retain_reference=args.retain_reference,
-                                   max_examples=args.max_examples, mc_samples=args.mc_samples,
-                                   gen_length=args.gen_length, steps=args.steps,
-                                   include_real_authors=not args.no_real_authors,
-                                   include_world_facts=not args.no_world_facts, privacy=not args.no_privacy,
-                                   model_name=res.final_dir, progress=not args.no_progress,
-                                   buckets=[int(b) for b in args.buckets.split(",")] if args.buckets else None)
-            result["tau"] = float(tau)
-            write_result(result, os.path.join(sub.output_dir, "eval_tofu.json"))
-            pairs.append((float(tau), result))
-        return _plot(pairs, args.out_dir or cfg.output_dir, args.y, args.baseline)
+            pairs, out_dir = tau_sweep.read_pairs(args.results), args.out_dir or "."
+        else:
+            if not args.config:
+                raise ValueError("--config is required to train (or pass --results)")
+            cfg = load_config(args.config, list(args.overrides))
+            pairs = tau_sweep.train_and_evaluate(
+                cfg, args.taus, data_dir=args.data_dir, forget_split=args.forget_split,
+                progress=not args.no_progress, retain_reference=args.retain_reference,
+                max_examples=args.max_examples, mc_samples=args.mc_samples, gen_length=args.gen_length,
+                steps=args.steps, include_real_authors=not args.no_real_authors,
+                include_world_facts=not args.no_world_facts, privacy=not args.no_privacy,
+                buckets=[int(b) for b in args.buckets.split(",")] if args.buckets else None)
+            out_dir = args.out_dir or cfg.output_dir
+        csv_path, png_path, table = tau_sweep.write_tradeoff(pairs, out_dir, args.y, args.baseline)
     except (ConfigKeyError, DataError, ResultError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(table)
+    print(f"wrote {csv_path}\nwrote {png_path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Data: benchmark sources (Hub or local), chat-template encoding, bucketed batches."""
+"""Data: benchmark sources (Hub or local), tokenizer loading with the families' conventions,
+chat-template encoding, bucketed batches. Import the submodules: ``mdu_jax.data.sources``,
+``.tokenizer``, ``.encoding``, ``.batching``."""
 
-from mdu_jax.data import batching, encoding, sources
 from mdu_jax.data.encoding import DataError
 
-__all__ = ["batching", "encoding", "sources", "DataError"]
+__all__ = ["DataError"]

@@ -47,7 +47,7 @@ def encode_pair(tokenizer, question: str, answer: str) -> tuple[list[int], int]:
     if full[: len(prompt)] != prompt or len(full) <= len(prompt):
         raise DataError("the chat template's user+assistant rendering does not extend its generation prompt; "
                         "use a template that appends the assistant header only for a generation prompt "
-                        "(mdu_jax.tokenizer.LLADA_CHAT_TEMPLATE for LLaDA)")
+                        "(mdu_jax.data.tokenizer.LLADA_CHAT_TEMPLATE for LLaDA)")
     return full, len(prompt)
 
 

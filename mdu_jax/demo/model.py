@@ -15,12 +15,13 @@ import tempfile
 
 import jax
 import numpy as np
+from transformers import AutoTokenizer
 
+from mdu_jax.checkpoints.safetensors_io import save_file
+from mdu_jax.data.tokenizer import TOKENIZER_FILES
 from mdu_jax.models import hf_tensors
 from mdu_jax.models.config import ModelConfig
 from mdu_jax.models.params import get_path, init_params
-from mdu_jax.models.safetensors_io import save_file
-from mdu_jax.tokenizer import TOKENIZER_FILES
 
 ROPE_THETA = {"llada": 500000.0, "dream": 1000000.0}
 RMS_EPS = {"llada": 1e-5, "dream": 1e-6}
@@ -40,8 +41,6 @@ def demo_model_config(tokenizer_dir: str | os.PathLike, *, family: str = "llada"
     tokenizer); F defaults to 3 * D; Dream defaults to half as many kv heads as query heads
     (GQA, as the real model) and takes eos as bos.
     """
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(os.fspath(tokenizer_dir))
     if tok.mask_token_id is None or tok.eos_token_id is None:
         raise ValueError(f"{tokenizer_dir}: the tokenizer needs a mask token and an eos token "

@@ -24,11 +24,16 @@ import sys
 import time
 from typing import Any, Optional
 
-from mdu_jax import structured
-from mdu_jax.config import TrainConfig
+import mdu_jax as mj
+from mdu_jax import typed_config as structured
 from mdu_jax.demo.assets import DemoAssets, DemoConfig, prepare_demo
 from mdu_jax.demo.world import demo_pairs
-from mdu_jax.structured import ConfigKeyError
+from mdu_jax.eval import results
+from mdu_jax.eval import sweep as sweep_plot
+from mdu_jax.eval.tofu import evaluate_tofu
+from mdu_jax.training import TrainConfig, parse_sweep
+from mdu_jax.training import run as train_run
+from mdu_jax.typed_config import ConfigKeyError
 
 log = logging.getLogger("mdu_jax.demo")
 
@@ -175,8 +180,6 @@ def _train_config(run: DemoRunConfig, stage: StageSection, *, model_path: str, m
 
 def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progress: bool) -> tuple[str, float]:
     """Fine-tunes the initial model on `split` ('sft' or 'sft_retain'); cached by its config."""
-    from mdu_jax.train import run as train_run
-
     stage = sft_stage(run, assets.config)
     key = _key(assets.config, stage, row_length(run, assets.config), split, paraphrases(run, assets.config))
     out = os.path.join(cache, f"{split}-{key}")
@@ -196,10 +199,6 @@ def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progres
 
 def _evaluate(run: DemoRunConfig, assets: DemoAssets, model_dir: str, name: str, out_path: str,
               reference: Optional[str], progress: bool) -> dict:
-    import mdu_jax as mj
-    from mdu_jax.eval import results
-    from mdu_jax.eval.tofu import evaluate_tofu
-
     if os.path.isfile(out_path):
         with open(out_path) as f:
             return json.load(f)
@@ -260,8 +259,6 @@ def _plot(results_by_name: dict[str, dict], path: str) -> None:
 
 def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
     """The whole demo (or the tau sweep when ``run.taus`` is set); returns what it printed and wrote."""
-    from mdu_jax.train import run as train_run
-
     started = time.time()
     out = os.path.abspath(run.output_dir)
     os.makedirs(out, exist_ok=True)
@@ -311,8 +308,6 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
                           **{f"mdu_tau{tau:g}": os.path.join(out, f"mdu_tau{tau:g}", "final") for tau in taus}},
                "aggregates": {name: r["aggregates"] for name, r in results.items()}}
     if run.taus is not None:
-        from mdu_jax.eval import sweep as sweep_plot
-
         summary["sweep"] = sweep_rows
         summary["sweep_plot"] = sweep_plot.plot_tradeoff(
             [results[f"after (tau={tau:g})"] for tau in taus], taus, os.path.join(out, "tau_tradeoff.png"),
@@ -350,8 +345,6 @@ def main(overrides: list[str], *, config: Optional[str] = None, sweep: Optional[
     try:
         run = load_demo_config(config, overrides)
         if sweep:
-            from mdu_jax.sweep import parse_sweep
-
             key, values = parse_sweep(sweep)
             if key not in ("mdu.tau", "taus", "objective.tau"):
                 raise ConfigKeyError(f"--sweep {key}: the demo sweeps tau only (--sweep mdu.tau=0,0.5,1)")

@@ -21,7 +21,10 @@ import string
 import tempfile
 from typing import Iterable, Sequence
 
-from mdu_jax.tokenizer import LLADA_CHAT_TEMPLATE
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from mdu_jax.data.tokenizer import LLADA_CHAT_TEMPLATE
 
 UNK = "<unk>"
 
@@ -95,8 +98,6 @@ def family_tokens(family: str) -> FamilyTokens:
 
 def train_backend(texts: Iterable[str], family: str = "llada", vocab_size: int = 1024):
     """A ``tokenizers.Tokenizer`` (BPE, at most `vocab_size` entries) fitted on `texts`."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
     fam = family_tokens(family)
     if vocab_size < len(fam.specials) + len(ALPHABET):
         raise ValueError(f"vocab_size: {vocab_size} cannot hold {len(fam.specials)} special tokens and the "
@@ -130,8 +131,6 @@ def build_tokenizer(texts: Sequence[str], folder: str | os.PathLike, family: str
     and with ``mdu_jax.tokenizer.load_tokenizer``. Files are written to a temporary folder and
     moved in, replacing tokenizer files of the same names.
     """
-    from transformers import PreTrainedTokenizerFast
-
     fam = family_tokens(family)
     backend = train_backend(texts, family, vocab_size)
     kwargs = dict(tokenizer_object=backend, eos_token=fam.eos, pad_token=fam.pad, mask_token=fam.mask,

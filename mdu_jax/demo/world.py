@@ -27,7 +27,7 @@ import os
 import random
 from typing import Sequence
 
-from mdu_jax import atomic_write
+from mdu_jax.checkpoints import atomic_write
 
 # ------------------------------------------------------------------------------------------
 # Word material. Syllables for names; short English word lists for titles and professions.

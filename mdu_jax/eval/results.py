@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mdu_jax import atomic_write
+from mdu_jax.checkpoints import atomic_write
 
 FORMAT = "mdu_jax.eval/1"
 

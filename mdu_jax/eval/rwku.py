@@ -79,6 +79,7 @@ from mdu_jax.eval import results as R
 from mdu_jax.eval import scoring as S
 from mdu_jax.models.config import ModelConfig
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
+from mdu_jax.sampling import generate
 from mdu_jax.sampling.prompts import bucket_length
 
 PROFILES = ("rwku", "mdu")
@@ -157,8 +158,6 @@ def mdu_generations(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[
     """Greedy generations decoded as MDU's RWKU script does: all ``gen_length`` generated tokens
     with special tokens skipped (nothing is cut at EOS / end of turn), stripped. ``progress``
     (a tqdm bar) advances per prompt."""
-    from mdu_jax.sampling import generate
-
     texts: list[str] = []
     for lo in range(0, len(prompts), chunk):
         part = list(prompts[lo:lo + chunk])

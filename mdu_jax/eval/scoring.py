@@ -27,10 +27,13 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from mdu_jax.data.encoding import encode_pair
 from mdu_jax.likelihood import eq14_nll, loglikelihood
 from mdu_jax.models.config import ModelConfig
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
+from mdu_jax.sampling import generate
 from mdu_jax.sampling.prompts import bucket_length
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
@@ -52,8 +55,6 @@ def chat_prompt_ids(tokenizer, content: str, suffix: str = "") -> list[int]:
 def response_ids(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) through ``encode_pair``: the response is the answer plus the
     chat template's tail (LLaDA ``<|eot_id|>``, Dream ``<|im_end|>\\n``)."""
-    from mdu_jax.data.encoding import encode_pair
-
     ids, plen = encode_pair(tokenizer, question, answer)
     return ids[:plen], ids[plen:]
 
@@ -182,8 +183,6 @@ def generate_texts(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[i
                    buckets: Sequence[int] | None = None, progress=None) -> list[str]:
     """Greedy (temperature 0) generations of each prompt, decoded with special tokens skipped,
     cut at EOS / end of turn (and at the first newline with ``cut_newline``, as RWKU), stripped."""
-    from mdu_jax.sampling import generate
-
     stops = stop_ids(cfg, tokenizer)
     texts: list[str] = []
     for lo, hi in _chunks(len(prompts), chunk):
@@ -201,6 +200,4 @@ def generate_texts(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[i
 
 def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar (a no-op object when disabled)."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

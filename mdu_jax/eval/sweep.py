@@ -10,7 +10,7 @@ import io
 import math
 from typing import Any, Sequence
 
-from mdu_jax import atomic_write
+from mdu_jax.checkpoints import atomic_write
 
 COLUMNS = ("tau", "model_utility", "forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio",
            "retain_Q_A_ROUGE", "retain_Q_A_Prob", "privleak", "extraction_strength")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import ks_2samp
 
 
 def forget_quality(model_ratios, retain_ratios) -> float:
@@ -11,8 +12,6 @@ def forget_quality(model_ratios, retain_ratios) -> float:
 
     The p-value is invariant to a strictly monotone transform of both samples (R vs 1/R).
     """
-    from scipy.stats import ks_2samp
-
     a = np.asarray(model_ratios, dtype=np.float64).reshape(-1)
     b = np.asarray(retain_ratios, dtype=np.float64).reshape(-1)
     if a.size == 0 or b.size == 0:

@@ -7,6 +7,7 @@ import string
 from collections import Counter
 from typing import Sequence
 
+import nltk
 import numpy as np
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -58,8 +59,6 @@ def bbh_extract_answer(output: str) -> str:
 
 
 def _word_tokens(text: str) -> list[str]:
-    import nltk
-
     try:
         return nltk.word_tokenize(text)
     except LookupError:

@@ -11,12 +11,11 @@ import functools
 from typing import Sequence
 
 import numpy as np
+from rouge_score import rouge_scorer
 
 
 @functools.lru_cache(maxsize=1)
 def _scorer():
-    from rouge_score import rouge_scorer
-
     return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
 

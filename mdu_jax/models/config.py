@@ -1,7 +1,7 @@
 """ModelConfig: one frozen dataclass describing both LLaDA and Dream.
 
 The family-specific parts (how a HF ``config.json`` is read, which tensor names a checkpoint
-holds) live in ``llada.py`` and ``dream.py``; this file only holds the fields and their checks.
+holds) live in ``llada.py`` and ``dream.py``; this file holds the fields and their checks.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from mdu_jax.models import dream, llada
+from mdu_jax.models.config_fields import ConfigError, expect, require
+
 FAMILIES = ("llada", "dream")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16", "fp16": "float16",
@@ -23,10 +26,6 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
 # in interpret mode with MDU_JAX_SPLASH_INTERPRET=1); 'auto' cudnn on GPU, splash on TPU where
 # supported, else xla.
 ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto")
-
-
-class ConfigError(ValueError):
-    """A model config is missing a field or holds an inconsistent value."""
 
 
 def canonical_dtype(name: str, field: str = "dtype") -> str:
@@ -181,8 +180,6 @@ class ModelConfig:
         `overrides` set non-checkpoint fields (``dtype``, ``param_dtype``, ``remat_policy``, ...).
         Raises ConfigError naming the missing or inconsistent field and the file it came from.
         """
-        from mdu_jax.models import dream, llada
-
         source = "<dict>"
         if isinstance(path_or_dict, Mapping):
             data = dict(path_or_dict)
@@ -218,27 +215,8 @@ class ModelConfig:
 
     def to_hf(self) -> dict[str, Any]:
         """The HF ``config.json`` dict for this architecture (family's own key names)."""
-        from mdu_jax.models import dream, llada
-
         return {"llada": llada.config_to_hf, "dream": dream.config_to_hf}[self.family](self)
 
 
-def require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...] = int) -> Any:
-    """Reads `key` from a HF config dict, raising ConfigError if it is absent or mistyped."""
-    if key not in data or data[key] is None:
-        raise ConfigError(f"missing config field {key!r}")
-    value = data[key]
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"config field {key!r}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
-
-
-def expect(data: Mapping[str, Any], key: str, allowed: tuple, default: Any = None) -> None:
-    """Raises ConfigError if `key` holds a value this implementation does not support."""
-    value = data.get(key, default)
-    if value not in allowed:
-        raise ConfigError(f"config field {key!r}: unsupported value {value!r}; supported: {allowed}")
+__all__ = ["ModelConfig", "ConfigError", "canonical_dtype", "expect", "require", "FAMILIES", "DTYPES",
+           "REMAT_POLICIES", "ATTENTION_IMPLS"]

@@ -8,12 +8,21 @@ token i+1), which mdu_jax shifts right by one so that ``logits[:, i]`` predicts 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from mdu_jax.models.config import ConfigError, ModelConfig, expect, require
-from mdu_jax.models.params import HFTensor
+from mdu_jax.models.config_fields import ConfigError, expect, require, require_all
+from mdu_jax.models.hf_table import HFTensor, stacked_table
+
+if TYPE_CHECKING:  # annotations only: the config module imports this table
+    from mdu_jax.models.config import ModelConfig
 
 MASK_TOKEN_ID = 151666
+
+
+# ModelConfig field -> (config.json key, type), each required.
+REQUIRED = {"vocab_size": ("vocab_size", int), "num_layers": ("num_hidden_layers", int),
+            "intermediate_size": ("intermediate_size", int), "rope_theta": ("rope_theta", float),
+            "rms_norm_eps": ("rms_norm_eps", float), "mask_token_id": ("mask_token_id", int)}
 
 
 def config_from_hf(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,25 +42,12 @@ def config_from_hf(data: Mapping[str, Any]) -> dict[str, Any]:
         head_dim = require(data, "head_dim")
     pad = data.get("pad_token_id")
     eos = require(data, "eos_token_id")
-    return dict(
-        family="dream",
-        vocab_size=require(data, "vocab_size"),
-        hidden_size=hidden,
-        num_layers=require(data, "num_hidden_layers"),
-        num_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        intermediate_size=require(data, "intermediate_size"),
-        rope_theta=require(data, "rope_theta", float),
-        rms_norm_eps=require(data, "rms_norm_eps", float),
-        tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
-        qkv_bias=True,
-        mask_token_id=require(data, "mask_token_id"),
-        eos_token_id=eos,
-        pad_token_id=eos if pad is None else require(data, "pad_token_id"),
-        bos_token_id=data.get("bos_token_id"),
-        max_position_embeddings=int(data.get("max_position_embeddings", 131072)),
-    )
+    return dict(require_all(data, REQUIRED), family="dream", hidden_size=hidden, num_heads=heads,
+                num_kv_heads=kv_heads, head_dim=head_dim, qkv_bias=True, eos_token_id=eos,
+                tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+                pad_token_id=eos if pad is None else require(data, "pad_token_id"),
+                bos_token_id=data.get("bos_token_id"),
+                max_position_embeddings=int(data.get("max_position_embeddings", 131072)))
 
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
@@ -87,10 +83,8 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
 
 def hf_tensors(cfg: ModelConfig) -> list[HFTensor]:
     """Every tensor of a Dream checkpoint, with its [out, in] PyTorch shape and mdu_jax path."""
-    D, H, K, h, F, V = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                        cfg.intermediate_size, cfg.vocab_size)
-    table = [HFTensor("model.embed_tokens.weight", (V, D), ("embed", "embedding"), None, False)]
-    per_layer = [
+    D, H, K, h, F = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+    block = [
         ("input_layernorm.weight", (D,), ("layers", "attn_norm", "scale"), False),
         ("self_attn.q_proj.weight", (H * h, D), ("layers", "q", "kernel"), True),
         ("self_attn.q_proj.bias", (H * h,), ("layers", "q", "bias"), False),
@@ -104,10 +98,5 @@ def hf_tensors(cfg: ModelConfig) -> list[HFTensor]:
         ("mlp.up_proj.weight", (F, D), ("layers", "up", "kernel"), True),
         ("mlp.down_proj.weight", (D, F), ("layers", "down", "kernel"), True),
     ]
-    for i in range(cfg.num_layers):
-        for suffix, shape, path, transpose in per_layer:
-            table.append(HFTensor(f"model.layers.{i}.{suffix}", shape, path, i, transpose))
-    table.append(HFTensor("model.norm.weight", (D,), ("final_norm", "scale"), None, False))
-    if not cfg.tie_word_embeddings:
-        table.append(HFTensor("lm_head.weight", (V, D), ("lm_head", "kernel"), None, True))
-    return table
+    return stacked_table(cfg, embedding="model.embed_tokens.weight", block_prefix="model.layers", block=block,
+                         final_norm="model.norm.weight", lm_head="lm_head.weight")

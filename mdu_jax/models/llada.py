@@ -8,13 +8,23 @@ untied LM head. Its padding mask masks keys only; logits are not shifted.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from mdu_jax.models.config import ConfigError, ModelConfig, expect, require
-from mdu_jax.models.params import HFTensor
+from mdu_jax.models.config_fields import ConfigError, expect, require, require_all
+from mdu_jax.models.hf_table import HFTensor, stacked_table
+
+if TYPE_CHECKING:  # annotations only: the config module imports this table
+    from mdu_jax.models.config import ModelConfig
 
 MASK_TOKEN = "<|mdm_mask|>"
 MASK_TOKEN_ID = 126336
+
+
+# ModelConfig field -> (config.json key, type), each required.
+REQUIRED = {"num_layers": ("n_layers", int), "intermediate_size": ("mlp_hidden_size", int),
+            "rope_theta": ("rope_theta", float), "tie_word_embeddings": ("weight_tying", bool),
+            "mask_token_id": ("mask_token_id", int), "eos_token_id": ("eos_token_id", int),
+            "pad_token_id": ("pad_token_id", int)}
 
 
 def config_from_hf(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,25 +62,10 @@ def config_from_hf(data: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config field 'n_heads': {n_heads} does not divide d_model={d_model}")
     # LLaDA's code default for weight_tying is True but the released checkpoints are untied:
     # the field must be present so that a truncated config is not silently misread.
-    return dict(
-        family="llada",
-        vocab_size=embedding,
-        hidden_size=d_model,
-        num_layers=require(data, "n_layers"),
-        num_heads=n_heads,
-        num_kv_heads=n_kv_heads,
-        head_dim=d_model // n_heads,
-        intermediate_size=require(data, "mlp_hidden_size"),
-        rope_theta=require(data, "rope_theta", float),
-        rms_norm_eps=float(data.get("rms_norm_eps", 1e-5)),
-        tie_word_embeddings=require(data, "weight_tying", bool),
-        qkv_bias=False,
-        mask_token_id=require(data, "mask_token_id"),
-        eos_token_id=require(data, "eos_token_id"),
-        pad_token_id=require(data, "pad_token_id"),
-        bos_token_id=data.get("bos_token_id"),
-        max_position_embeddings=int(data.get("max_sequence_length", 4096)),
-    )
+    return dict(require_all(data, REQUIRED), family="llada", vocab_size=embedding, hidden_size=d_model,
+                num_heads=n_heads, num_kv_heads=n_kv_heads, head_dim=d_model // n_heads, qkv_bias=False,
+                rms_norm_eps=float(data.get("rms_norm_eps", 1e-5)), bos_token_id=data.get("bos_token_id"),
+                max_position_embeddings=int(data.get("max_sequence_length", 4096)))
 
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
@@ -125,11 +120,8 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
 
 def hf_tensors(cfg: ModelConfig) -> list[HFTensor]:
     """Every tensor of a LLaDA checkpoint, with its [out, in] PyTorch shape and mdu_jax path."""
-    D, H, K, h, F, V = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                        cfg.intermediate_size, cfg.vocab_size)
-    prefix = "model.transformer"
-    table = [HFTensor(f"{prefix}.wte.weight", (V, D), ("embed", "embedding"), None, False)]
-    per_layer = [
+    D, H, K, h, F = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+    block = [
         ("attn_norm.weight", (D,), ("layers", "attn_norm", "scale"), False),
         ("q_proj.weight", (H * h, D), ("layers", "q", "kernel"), True),
         ("k_proj.weight", (K * h, D), ("layers", "k", "kernel"), True),
@@ -140,10 +132,6 @@ def hf_tensors(cfg: ModelConfig) -> list[HFTensor]:
         ("up_proj.weight", (F, D), ("layers", "up", "kernel"), True),
         ("ff_out.weight", (D, F), ("layers", "down", "kernel"), True),
     ]
-    for i in range(cfg.num_layers):
-        for suffix, shape, path, transpose in per_layer:
-            table.append(HFTensor(f"{prefix}.blocks.{i}.{suffix}", shape, path, i, transpose))
-    table.append(HFTensor(f"{prefix}.ln_f.weight", (D,), ("final_norm", "scale"), None, False))
-    if not cfg.tie_word_embeddings:
-        table.append(HFTensor(f"{prefix}.ff_out.weight", (V, D), ("lm_head", "kernel"), None, True))
-    return table
+    prefix = "model.transformer"
+    return stacked_table(cfg, embedding=f"{prefix}.wte.weight", block_prefix=f"{prefix}.blocks", block=block,
+                         final_norm=f"{prefix}.ln_f.weight", lm_head=f"{prefix}.ff_out.weight")

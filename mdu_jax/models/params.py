@@ -22,7 +22,7 @@ Layers are stacked on a leading axis so the decoder is one ``lax.scan``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -133,44 +133,3 @@ def flatten_paths(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, .
         else:
             out[prefix + (name,)] = sub
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The HF <-> mdu_jax tensor name map (data, used by load_pretrained and checkpoints_convert).
-
-
-@dataclasses.dataclass(frozen=True)
-class HFTensor:
-    """One tensor of a HF checkpoint and where it lives in the mdu_jax params.
-
-    ``layer`` is the index into the stacked leading axis (None for unstacked params);
-    ``transpose`` says the HF tensor is a PyTorch Linear weight [out, in] that mdu_jax stores
-    as [in, out] (then reshaped into heads where the param has a head axis).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    path: tuple[str, ...]
-    layer: int | None
-    transpose: bool
-
-    def to_jax(self, array: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray:
-        """HF array -> one mdu_jax slice of `target_shape` (the param shape without the layer axis)."""
-        if tuple(array.shape) != self.shape:
-            raise ValueError(f"tensor {self.name!r}: expected shape {list(self.shape)}, got {list(array.shape)}")
-        if self.transpose:
-            array = array.T
-        return array.reshape(target_shape)
-
-    def to_hf(self, array: np.ndarray) -> np.ndarray:
-        """One mdu_jax slice -> the HF array of shape ``self.shape``."""
-        if self.transpose:
-            return np.ascontiguousarray(array.reshape(self.shape[1], self.shape[0]).T)
-        return np.ascontiguousarray(array.reshape(self.shape))
-
-
-def layer_slice_shape(spec_shape: tuple[int, ...], layer: int | None) -> tuple[int, ...]:
-    return spec_shape[1:] if layer is not None else spec_shape
-
-
-TableFn = Callable[[ModelConfig], list[HFTensor]]

@@ -137,7 +137,7 @@ def _notebook_tree() -> ast.Module:
 
 def test_notebook_uses_only_public_project_apis_that_tests_cover():
     used = _project_names(_notebook_tree())
-    assert ("mdu_jax.train", "run") in used and ("mdu_jax.eval.tofu", "evaluate_tofu") in used
+    assert ("mdu_jax.training", "run") in used and ("mdu_jax.eval.tofu", "evaluate_tofu") in used
     tests = {p: p.read_text() for p in (ROOT / "tests").rglob("*.py") if "colab" not in p.parts}
     for module, name in sorted(used):
         assert module != "mdu_jax.demo.pipeline", "the notebook must build the flow from the public API"

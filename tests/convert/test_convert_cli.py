@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from checkpoints_convert.__main__ import build_parser, main
-from mdu_jax import checkpoint as ckpt
+from mdu_jax.checkpoints import orbax_params as ckpt
 from tests.convert.convert_helpers import load_hf_tensors
 from tests.fixtures import write_hf_checkpoint
 

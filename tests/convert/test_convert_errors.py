@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from checkpoints_convert import ConversionError, export_checkpoint, export_params, import_checkpoint
 from checkpoints_convert.__main__ import main
-from mdu_jax import checkpoint as ckpt
+from mdu_jax.checkpoints import orbax_params as ckpt
 from mdu_jax.models.config import ConfigError
 from tests.convert.convert_helpers import leftovers
 from tests.fixtures import write_hf_checkpoint
@@ -296,7 +296,7 @@ def test_export_params_with_a_wrong_shape(base, tmp_path):
 
 
 def test_interrupted_export_leaves_no_destination(base, tmp_path, monkeypatch):
-    from mdu_jax.models import safetensors_io
+    from mdu_jax.checkpoints import safetensors_io
 
     real_write = safetensors_io.SafetensorsWriter.write
     calls = []
@@ -315,7 +315,7 @@ def test_interrupted_export_leaves_no_destination(base, tmp_path, monkeypatch):
 
 SLOW_CLI = """
 import sys, time
-from mdu_jax import checkpoint as ckpt
+from mdu_jax.checkpoints import orbax_params as ckpt
 real_write = ckpt.ParamsWriter.write
 def slow_write(self, *args, **kwargs):
     real_write(self, *args, **kwargs)

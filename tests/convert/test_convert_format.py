@@ -11,8 +11,8 @@ import pytest
 
 import mdu_jax as mj
 from checkpoints_convert import ConversionError, import_checkpoint, parse_size
-from checkpoints_convert.exporter import plan_shards
-from mdu_jax import checkpoint as ckpt
+from mdu_jax.checkpoints.hf_export import plan_shards
+from mdu_jax.checkpoints import orbax_params as ckpt
 from mdu_jax.models import hf_tensors
 from mdu_jax.models.params import flatten_paths
 from tests.fixtures import write_hf_checkpoint
@@ -112,7 +112,7 @@ def test_plan_shards_fills_files_in_order_up_to_the_limit():
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 700), (513, 260), (256, 256)])
 def test_blockwise_transpose_equals_numpy_transpose(shape):
-    from mdu_jax.models.loading import transpose_copy
+    from mdu_jax.checkpoints.hf_params import transpose_copy
 
     a = np.random.default_rng(0).standard_normal(shape, np.float32).astype(ml_dtypes.bfloat16)
     out = transpose_copy(a)

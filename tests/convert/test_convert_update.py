@@ -75,11 +75,11 @@ def test_export_without_like_writes_the_config_from_cfg(tmp_path):
 
 
 def test_export_reads_params_saved_by_orbax_standard_checkpointer(tmp_path):
-    # A params tree saved by mdu_jax.checkpoint.save_params (OCDBT, the run checkpoints' format)
+    # A params tree saved by mdu_jax.checkpoints.save_params (OCDBT, the run checkpoints' format)
     # dropped into a converted folder still exports: ParamsReader falls back to orbax reads.
     import shutil
 
-    from mdu_jax import checkpoint as ckpt
+    from mdu_jax.checkpoints import orbax_params as ckpt
 
     _, sd = write_hf_checkpoint(tmp_path / "hf", "llada", dtype="float32", seed=14, tokenizer=False)
     import_checkpoint(tmp_path / "hf", tmp_path / "ckpt", progress=False)

@@ -12,8 +12,8 @@ from mdu_jax.demo.model import write_demo_model
 from mdu_jax.demo.tokenizer import build_tokenizer
 from mdu_jax.demo.world import build_world, demo_pairs, demo_texts
 from mdu_jax.models.params import flatten_paths
-from mdu_jax.models.safetensors_io import CheckpointReader
-from mdu_jax.tokenizer import load_tokenizer
+from mdu_jax.checkpoints.safetensors_io import CheckpointReader
+from mdu_jax.data.tokenizer import load_tokenizer
 from tests.fixtures import tensor_names_and_shapes
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48)

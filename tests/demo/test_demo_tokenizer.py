@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 from mdu_jax.data.encoding import encode_pair
 from mdu_jax.demo.tokenizer import FAMILIES, build_tokenizer
 from mdu_jax.demo.world import build_world, demo_pairs, demo_texts
-from mdu_jax.tokenizer import LLADA_CHAT_TEMPLATE
+from mdu_jax.data.tokenizer import LLADA_CHAT_TEMPLATE
 
 WORLD = dict(seed=1, num_people=12, facts_per_person=5, num_famous=4)
 LLADA_SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",

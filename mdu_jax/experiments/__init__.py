@@ -1,0 +1,1 @@
+"""Experiments that chain training and evaluation (sweeps); their command lines are the entry points."""

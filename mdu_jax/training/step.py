@@ -1,0 +1,95 @@
+"""One loss function, two compiled train steps: ``jax.jit`` over a mesh, and ``jax.pmap``.
+
+The loss function has the signature
+``loss_fn(params, anchor, batch, key, row_offset, axis_name) -> (loss, aux)`` and must
+normalise by *global* counts (it ``psum``s its denominators over `axis_name` when given) and
+draw each row's randomness from ``fold_in(key, row_offset + row)``. Then the pmap step, whose
+devices each see a slice of the rows, sums per-device gradients into exactly the gradient of
+the global batch, and every mesh layout computes the same numbers.
+
+The train state is ``training.state``'s dict pytree; the frozen anchor is a separate argument
+that is never donated, updated, or differentiated.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def _update(tx, state, grads, loss):
+    """Applies `grads` unless the loss or the gradient norm is non-finite (then nothing changes)."""
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = {"params": keep(params, state["params"]), "opt_state": keep(opt_state, state["opt_state"]),
+                 "step": state["step"] + 1, "rng": state["rng"]}
+    return new_state, grad_norm, finite
+
+
+def make_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, axis_name: str | None = None,
+              local_rows: int | None = None):
+    """The uncompiled step ``(state, anchor, batch) -> (state, metrics)``.
+
+    With `axis_name` (pmap), each device holds `local_rows` rows; gradients and losses are
+    summed over the axis (the loss function already divides by global counts).
+    """
+
+    def step(state, anchor, batch):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_rows
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, aux), grads = grad_fn(state["params"], anchor, batch, key, offset, axis_name)
+        if axis_name is not None:
+            grads, loss, aux = jax.lax.psum((grads, loss, aux), axis_name)
+        new_state, grad_norm, finite = _update(tx, state, grads, loss)
+        tokens = jnp.sum(batch["attention_mask"])
+        if axis_name is not None:
+            tokens = jax.lax.psum(tokens, axis_name)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "tokens": tokens, **aux}
+        return new_state, metrics
+
+    return step
+
+
+def jit_step(loss_fn: LossFn, tx, state_shardings, anchor_shardings, batch_shardings, metrics_sharding):
+    """The mesh-sharded step: state and anchor in their shardings, rows over (data, fsdp)."""
+    return jax.jit(make_step(loss_fn, tx),
+                   in_shardings=(state_shardings, anchor_shardings, batch_shardings),
+                   out_shardings=(state_shardings, metrics_sharding), donate_argnums=(0,))
+
+
+def pmap_step(loss_fn: LossFn, tx, local_rows: int, axis_name: str = "data", devices=None):
+    """The data-parallel step: replicated state, the batch split over the (local) devices."""
+    return jax.pmap(make_step(loss_fn, tx, axis_name=axis_name, local_rows=local_rows),
+                    axis_name=axis_name, donate_argnums=(0,), devices=devices)
+
+
+def split_for_pmap(batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """[B, ...] -> [n, B/n, ...] for every array of the batch."""
+    out = {}
+    for k, v in batch.items():
+        if v.shape[0] % n:
+            raise ValueError(f"batch {k!r}: {v.shape[0]} rows do not split over {n} devices")
+        out[k] = v.reshape((n, v.shape[0] // n) + v.shape[1:])
+    return out
+
+
+def replicate(tree, devices):
+    """One copy per device along a new leading axis, placed for a pmap over `devices`."""
+    n = len(devices)
+    mesh = jax.sharding.Mesh(np.array(devices), ("pmap",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("pmap"))
+    return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n,) + x.shape), sharding), tree)
+
+
+def unreplicate(tree):
+    return jax.tree.map(lambda x: x[0], tree)
