@@ -81,22 +81,17 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
+# Decoder-block tensor name -> param path below ``layers``, in checkpoint order.
+BLOCK = {"input_layernorm.weight": ("attn_norm", "scale"),
+         "self_attn.q_proj.weight": ("q", "kernel"), "self_attn.q_proj.bias": ("q", "bias"),
+         "self_attn.k_proj.weight": ("k", "kernel"), "self_attn.k_proj.bias": ("k", "bias"),
+         "self_attn.v_proj.weight": ("v", "kernel"), "self_attn.v_proj.bias": ("v", "bias"),
+         "self_attn.o_proj.weight": ("o", "kernel"), "post_attention_layernorm.weight": ("mlp_norm", "scale"),
+         "mlp.gate_proj.weight": ("gate", "kernel"), "mlp.up_proj.weight": ("up", "kernel"),
+         "mlp.down_proj.weight": ("down", "kernel")}
+
+
 def hf_tensors(cfg: ModelConfig) -> list[HFTensor]:
     """Every tensor of a Dream checkpoint, with its [out, in] PyTorch shape and mdu_jax path."""
-    D, H, K, h, F = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
-    block = [
-        ("input_layernorm.weight", (D,), ("layers", "attn_norm", "scale"), False),
-        ("self_attn.q_proj.weight", (H * h, D), ("layers", "q", "kernel"), True),
-        ("self_attn.q_proj.bias", (H * h,), ("layers", "q", "bias"), False),
-        ("self_attn.k_proj.weight", (K * h, D), ("layers", "k", "kernel"), True),
-        ("self_attn.k_proj.bias", (K * h,), ("layers", "k", "bias"), False),
-        ("self_attn.v_proj.weight", (K * h, D), ("layers", "v", "kernel"), True),
-        ("self_attn.v_proj.bias", (K * h,), ("layers", "v", "bias"), False),
-        ("self_attn.o_proj.weight", (D, H * h), ("layers", "o", "kernel"), True),
-        ("post_attention_layernorm.weight", (D,), ("layers", "mlp_norm", "scale"), False),
-        ("mlp.gate_proj.weight", (F, D), ("layers", "gate", "kernel"), True),
-        ("mlp.up_proj.weight", (F, D), ("layers", "up", "kernel"), True),
-        ("mlp.down_proj.weight", (D, F), ("layers", "down", "kernel"), True),
-    ]
-    return stacked_table(cfg, embedding="model.embed_tokens.weight", block_prefix="model.layers", block=block,
+    return stacked_table(cfg, embedding="model.embed_tokens.weight", block_prefix="model.layers", block=BLOCK,
                          final_norm="model.norm.weight", lm_head="lm_head.weight")

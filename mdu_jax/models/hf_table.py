@@ -34,19 +34,29 @@ class HFTensor:
         return np.ascontiguousarray(array.reshape(self.shape))
 
 
-# One row of a decoder block: (name suffix, HF shape, param path, transpose).
-BlockRow = tuple[str, tuple[int, ...], tuple[str, ...], bool]
+def block_shapes(cfg: "ModelConfig") -> dict[tuple[str, str], tuple[int, ...]]:
+    """The PyTorch shape ([out, in] for Linear weights) of each decoder-block tensor, by its param
+    path below ``layers``; the same in both families, only the names differ."""
+    D, H, K, h, F = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+    return {("attn_norm", "scale"): (D,), ("mlp_norm", "scale"): (D,),
+            ("q", "kernel"): (H * h, D), ("k", "kernel"): (K * h, D), ("v", "kernel"): (K * h, D),
+            ("q", "bias"): (H * h,), ("k", "bias"): (K * h,), ("v", "bias"): (K * h,),
+            ("o", "kernel"): (D, H * h), ("gate", "kernel"): (F, D), ("up", "kernel"): (F, D),
+            ("down", "kernel"): (D, F)}
 
 
-def stacked_table(cfg: "ModelConfig", *, embedding: str, block_prefix: str, block: list[BlockRow],
+def stacked_table(cfg: "ModelConfig", *, embedding: str, block_prefix: str, block: dict[str, tuple[str, str]],
                   final_norm: str, lm_head: str) -> list[HFTensor]:
-    """The table of a checkpoint laid out as embedding, ``num_layers`` blocks
-    (``{block_prefix}.{i}.{suffix}``), final norm and, when untied, the LM head [V, D]."""
+    """The table of a checkpoint laid out as embedding, ``num_layers`` blocks, final norm and, when
+    untied, the LM head [V, D]. `block` maps each block tensor's name suffix (``{block_prefix}.{i}.``
+    comes before it) to its param path below ``layers``, in file order; kernels are Linear weights
+    (transposed), norm scales and biases are not."""
     D, V = cfg.hidden_size, cfg.vocab_size
+    shapes = block_shapes(cfg)
     table = [HFTensor(embedding, (V, D), ("embed", "embedding"), None, False)]
     for i in range(cfg.num_layers):
-        table += [HFTensor(f"{block_prefix}.{i}.{suffix}", shape, path, i, transpose)
-                  for suffix, shape, path, transpose in block]
+        table += [HFTensor(f"{block_prefix}.{i}.{suffix}", shapes[path], ("layers",) + path, i, path[-1] == "kernel")
+                  for suffix, path in block.items()]
     table.append(HFTensor(final_norm, (D,), ("final_norm", "scale"), None, False))
     if not cfg.tie_word_embeddings:
         table.append(HFTensor(lm_head, (V, D), ("lm_head", "kernel"), None, True))

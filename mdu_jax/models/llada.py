@@ -118,20 +118,15 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
+# Decoder-block tensor name -> param path below ``layers``, in checkpoint order.
+BLOCK = {"attn_norm.weight": ("attn_norm", "scale"), "q_proj.weight": ("q", "kernel"),
+         "k_proj.weight": ("k", "kernel"), "v_proj.weight": ("v", "kernel"), "attn_out.weight": ("o", "kernel"),
+         "ff_norm.weight": ("mlp_norm", "scale"), "ff_proj.weight": ("gate", "kernel"),
+         "up_proj.weight": ("up", "kernel"), "ff_out.weight": ("down", "kernel")}
+
+
 def hf_tensors(cfg: ModelConfig) -> list[HFTensor]:
     """Every tensor of a LLaDA checkpoint, with its [out, in] PyTorch shape and mdu_jax path."""
-    D, H, K, h, F = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
-    block = [
-        ("attn_norm.weight", (D,), ("layers", "attn_norm", "scale"), False),
-        ("q_proj.weight", (H * h, D), ("layers", "q", "kernel"), True),
-        ("k_proj.weight", (K * h, D), ("layers", "k", "kernel"), True),
-        ("v_proj.weight", (K * h, D), ("layers", "v", "kernel"), True),
-        ("attn_out.weight", (D, H * h), ("layers", "o", "kernel"), True),
-        ("ff_norm.weight", (D,), ("layers", "mlp_norm", "scale"), False),
-        ("ff_proj.weight", (F, D), ("layers", "gate", "kernel"), True),
-        ("up_proj.weight", (F, D), ("layers", "up", "kernel"), True),
-        ("ff_out.weight", (D, F), ("layers", "down", "kernel"), True),
-    ]
     prefix = "model.transformer"
-    return stacked_table(cfg, embedding=f"{prefix}.wte.weight", block_prefix=f"{prefix}.blocks", block=block,
+    return stacked_table(cfg, embedding=f"{prefix}.wte.weight", block_prefix=f"{prefix}.blocks", block=BLOCK,
                          final_norm=f"{prefix}.ln_f.weight", lm_head=f"{prefix}.ff_out.weight")
