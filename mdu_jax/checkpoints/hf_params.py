@@ -40,7 +40,8 @@ def transpose_copy(array: np.ndarray, dtype=None) -> np.ndarray:
 
 
 def hf_to_jax(t: HFTensor, array: np.ndarray, target_shape: tuple[int, ...], dtype) -> np.ndarray:
-    """``t.to_jax`` cast to `dtype`, transposing blockwise; a view of `array` when nothing changes."""
+    """HF tensor `t` as its mdu_jax slice of `target_shape` (transposed blockwise for Linear weights,
+    reshaped into heads) in `dtype`; a view of `array` when nothing changes."""
     if tuple(array.shape) != t.shape:
         raise ValueError(f"tensor {t.name!r}: expected shape {list(t.shape)}, got {list(array.shape)}")
     if t.transpose:
