@@ -9,8 +9,12 @@ holds about one tensor (and its converted copy) at a time, whatever the checkpoi
 Writing keeps a small streaming writer (``SafetensorsWriter``): the package serialises a file
 only from every tensor of it at once (``safetensors.numpy.save_file`` / ``serialize_file`` take
 the whole dict), so exporting a 5 GB shard would hold 5 GB of host memory; this writer fixes the
-header up front and appends tensor by tensor, which keeps an export near one tensor too
-(``python -m bench.convert_memory``).
+header up front and appends tensor by tensor, which keeps an export near one tensor too.
+
+Measured with ``python -m bench.convert_memory`` (2.27 GB bf16 LLaDA-layout checkpoint, 1 GB
+shards): peak RSS 0.78 GB for import, 0.79 GB for export (bit-exact), 1.04 GB for import to fp32;
+the previous hand-written memory-mapped reader: 0.75 / 0.75 / 1.01 GB (0.03 GB of it is the
+larger set of modules imported).
 """
 
 from __future__ import annotations
