@@ -3,7 +3,8 @@
 Public API::
 
     cfg = mdu_jax.ModelConfig.from_hf("hf_dir")            # or a config.json dict
-    params = mdu_jax.init_params(cfg, jax.random.key(0))   # nested-dict pytree
+    model = mdu_jax.models.Transformer(cfg, rngs=nnx.Rngs(0))   # the Flax NNX module
+    params = mdu_jax.init_params(cfg, jax.random.key(0))   # its Params as a nested dict
     logits = mdu_jax.forward(cfg, params, input_ids, attention_mask=None)   # [B, T, V]
     cfg, params, tokenizer = mdu_jax.load_pretrained("hf_dir_or_checkpoint")
     mdu_jax.objectives.mdu_loss(...), mdu_jax.diffusion.mdlm_loss(...), mdu_jax.sampling.generate(...)

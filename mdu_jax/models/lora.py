@@ -1,44 +1,45 @@
-"""Low-rank adapters (LoRA) on the decoder's projections, and the forward passes that use them.
+"""Low-rank adapters (LoRA) on the decoder's projections, as an NNX wrapper around ``Transformer``.
 
 A targeted projection kernel W (``layers/<name>/kernel``, stacked over layers) becomes
 ``W + (alpha / r) A B`` with A [L, in..., r] and B [L, r, out...]: for q/k/v/gate/up the input
-is the hidden size D, for ``o`` the (heads, head_dim) pair and for ``down`` the mlp width F.
-B starts at zero, so a fresh adapter leaves the model unchanged.
+is the hidden size D, for ``o`` the (heads, head_dim) pair and for ``down`` the mlp width F, so the
+adapters keep the kernels' head shapes. A and B are ``nnx.LoRAParam``s (a kind of ``nnx.Param``)
+carrying the kernel's logical axes plus ``lora_rank``; B starts at zero, so a fresh adapter leaves
+the model unchanged.
 
-With LoRA the trainable params are the adapters only and the base weights are frozen: the
-train loss's anchor pass is the base model itself (no second copy of the model), and the
-conditional pass is base + adapters, computed as ``x W + s (x A) B`` so that no merged
-weight matrix and no dense weight gradient are ever formed.
+``LoraTransformer(base, spec, rngs=...)`` holds ``base`` (the Transformer) and ``adapters``
+(``LoraAdapters`` stacked over layers like the blocks). The trainable set is a filter:
+``nnx.LoRAParam`` (``TRAINABLE``) selects the adapters, ``FROZEN`` the base weights. The forward
+passes are the base model's own, with the adapters handed to its one decoder block: the
+conditional pass computes ``x W + s (x A) B`` (no merged weight, no dense weight gradient) and
+``paired_hidden_states`` runs the conditional and anchor passes in one scan
+(``DecoderBlock.paired``).
 
-`paired_hidden_states` runs the conditional and anchor passes in one layer stack (one scan): both
-passes use each layer's base weights in the same iteration, so under FSDP each layer is
-all-gathered once instead of once per pass (and XLA may merge the two matmuls that share a
-weight), while the backward pass and any remat recomputation touch the conditional rows only.
-
-The layer below mirrors ``mdu_jax.models.transformer.decoder_layer`` op for op (tests check that
-zero adapters give exactly the model core's hidden states for both families).
+The functional API mirrors ``models/transformer.py``: adapters are the pure dict
+``{target: {"a", "b"}}`` (what a LoRA run's train state and checkpoints hold), the base its
+params dict.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from mdu_jax.models import layers
+from mdu_jax.models.block import PROJECTIONS
 from mdu_jax.models.config import ModelConfig
-from mdu_jax.models.params import param_specs
-from mdu_jax.models.transformer import _maybe_remat, attention_mask_4d, default_positions
+from mdu_jax.models.specs import ParamSpec, block_specs
+from mdu_jax.models.transformer import Transformer, stacked, state_from_params
 
-TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
-# Each projection as the model core writes it, and the number of leading kernel dims it contracts.
-_EINSUM = {"q": ("btd,dnh->btnh", 1), "k": ("btd,dkh->btkh", 1), "v": ("btd,dkh->btkh", 1),
-           "o": ("btnh,nhd->btd", 2), "gate": ("btd,df->btf", 1), "up": ("btd,df->btf", 1),
-           "down": ("btf,fd->btd", 1)}
+TARGETS = tuple(PROJECTIONS)
 RANK_AXIS = "lora_rank"  # logical axis of the rank dimension (no sharding rule: replicated)
+TRAINABLE = nnx.LoRAParam
+FROZEN = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,47 +63,119 @@ class LoraSpec:
         return self.alpha / self.rank
 
 
-def _kernel_spec(cfg: ModelConfig, name: str):
-    return param_specs(cfg)["layers"][name]["kernel"]
+class LoraAdapter(nnx.Module):
+    """The adapter of one projection: ``a`` [*in, r] ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PEFT's
+    default), ``b`` [r, *out] = 0; its update to the projection's output is ``scale (x a) b``."""
+
+    def __init__(self, kernel: ParamSpec, n_in: int, rank: int, scale: float, param_dtype, dtype, *,
+                 rngs: nnx.Rngs):
+        ins, outs = kernel.shape[:n_in], kernel.shape[n_in:]
+        bound = 1.0 / math.sqrt(math.prod(ins))
+        a = jax.random.uniform(rngs.params(), ins + (rank,), jnp.float32, -bound, bound).astype(param_dtype)
+        self.a = nnx.LoRAParam(a, out_sharding=kernel.axes[:n_in] + (RANK_AXIS,), eager_sharding=False)
+        self.b = nnx.LoRAParam(jnp.zeros((rank,) + outs, param_dtype), out_sharding=(RANK_AXIS,) + kernel.axes[n_in:],
+                               eager_sharding=False)
+        self.n_in, self.scale, self.dtype = n_in, scale, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x [B, T, *in] -> the update [B, T, *out] in the compute dtype."""
+        low = jnp.tensordot(x, self.a[...].astype(self.dtype), axes=self.n_in)
+        return (self.scale * jnp.tensordot(low, self.b[...].astype(self.dtype), axes=1)).astype(self.dtype)
+
+
+class LoraAdapters(nnx.Module):
+    """One ``LoraAdapter`` per target projection of a decoder block, as attributes named by target."""
+
+    def __init__(self, cfg: ModelConfig, spec: LoraSpec, param_dtype, *, rngs: nnx.Rngs):
+        specs = block_specs(cfg)
+        for name in spec.targets:
+            setattr(self, name, LoraAdapter(specs[name]["kernel"], PROJECTIONS[name][1], spec.rank, spec.scale,
+                                            param_dtype, cfg.compute_dtype, rngs=rngs))
+        self.targets = spec.targets
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.targets
+
+    def __call__(self, name: str, x: jax.Array) -> jax.Array:
+        return getattr(self, name)(x)
+
+
+def stacked_adapters(cfg: ModelConfig, spec: LoraSpec, param_dtype, rngs: nnx.Rngs) -> LoraAdapters:
+    """``LoraAdapters`` for every layer, stacked like the blocks (leading ``layers`` axis)."""
+    return stacked(lambda r: LoraAdapters(cfg, spec, param_dtype, rngs=r), cfg.num_layers, rngs)
+
+
+class LoraTransformer(nnx.Module):
+    """A ``Transformer`` (``base``) with LoRA ``adapters`` on the projections `spec` targets.
+
+    Train the adapters only: ``nnx.Optimizer(model, tx, wrt=TRAINABLE)``, or
+    ``nnx.split(model, TRAINABLE, FROZEN)``. Adapters are stored in `param_dtype` (float32 by default).
+    """
+
+    def __init__(self, base: Transformer, spec: LoraSpec, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.base = base
+        self.adapters = stacked_adapters(base.cfg, spec, param_dtype, rngs)
+        self.spec = spec
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+                 position_ids: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, V] of base + adapters (the base's LM head; alignment as ``Transformer``)."""
+        return self.base.logits_from_hidden(self.hidden_states(input_ids, attention_mask, position_ids))
+
+    def hidden_states(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+                      position_ids: jax.Array | None = None) -> jax.Array:
+        """Final hidden states [B, T, D] (compute dtype) of base + adapters."""
+        return self.base.hidden_states(input_ids, attention_mask, position_ids, adapters=self.adapters)
+
+    def paired_hidden_states(self, cond_ids: jax.Array, anchor_ids: jax.Array,
+                             attention_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """(base + adapters on `cond_ids`, stop-gradient base alone on `anchor_ids`), both [B, T, D],
+        from one layer scan: ``Transformer.paired_hidden_states``."""
+        return self.base.paired_hidden_states(cond_ids, anchor_ids, attention_mask, adapters=self.adapters)
+
+
+# ---------------------------------------------------------------------------------------------
+# The functional API over pure dicts.
+
+
+@functools.lru_cache(maxsize=64)
+def abstract_lora_model(cfg: ModelConfig, spec: LoraSpec) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, abstract state ``{"base": ..., "adapters": ...}``) of a LoraTransformer; cached."""
+    return nnx.split(nnx.eval_shape(lambda: LoraTransformer(Transformer(cfg, rngs=nnx.Rngs(0)), spec,
+                                                            rngs=nnx.Rngs(1))))
+
+
+def lora_model_from_params(cfg: ModelConfig, base, adapters, spec: LoraSpec) -> LoraTransformer:
+    """The cached LoraTransformer graphdef merged with `base` params and `adapters` (pure dicts)."""
+    graphdef, abstract = abstract_lora_model(cfg, spec)
+    base_state = state_from_params(abstract["base"], base, "base params")
+    adapter_state = state_from_params(abstract["adapters"], adapters, "adapters")
+    return nnx.merge(graphdef, nnx.State({"base": base_state, "adapters": adapter_state}))
+
+
+def _abstract_adapter_state(cfg: ModelConfig, spec: LoraSpec) -> nnx.State:
+    return abstract_lora_model(cfg, spec)[1]["adapters"]
 
 
 def adapter_shapes(cfg: ModelConfig, spec: LoraSpec) -> dict[str, dict[str, tuple[int, ...]]]:
     """{target: {"a": (L, *in, r), "b": (L, r, *out)}} for the kernels of `cfg`."""
-    out = {}
-    for name in spec.targets:
-        shape = _kernel_spec(cfg, name).shape
-        n_in = _EINSUM[name][1]
-        out[name] = {"a": shape[:1 + n_in] + (spec.rank,), "b": (shape[0], spec.rank) + shape[1 + n_in:]}
-    return out
+    return jax.tree.map(lambda s: tuple(s.shape), nnx.to_pure_dict(_abstract_adapter_state(cfg, spec)))
 
 
 def adapter_axes(cfg: ModelConfig, spec: LoraSpec) -> dict[str, dict[str, tuple[str, ...]]]:
-    """Logical axis names of the adapters (the kernel's own, plus `RANK_AXIS`), for sharding rules."""
-    out = {}
-    for name in spec.targets:
-        axes = _kernel_spec(cfg, name).axes
-        n_in = _EINSUM[name][1]
-        out[name] = {"a": axes[:1 + n_in] + (RANK_AXIS,), "b": (axes[0], RANK_AXIS) + axes[1 + n_in:]}
-    return out
-
-
-def init_adapters(cfg: ModelConfig, spec: LoraSpec, key: jax.Array, dtype=jnp.float32) -> dict[str, Any]:
-    """Fresh adapters: A ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PEFT's default), B = 0."""
-    shapes = adapter_shapes(cfg, spec)
-    keys = jax.random.split(key, len(spec.targets))
-    out = {}
-    for k, name in zip(keys, spec.targets):
-        a_shape = shapes[name]["a"]
-        bound = 1.0 / math.sqrt(math.prod(a_shape[1:-1]))
-        out[name] = {"a": jax.random.uniform(k, a_shape, jnp.float32, -bound, bound).astype(dtype),
-                     "b": jnp.zeros(shapes[name]["b"], dtype)}
-    return out
+    """Logical axis names of the adapters (the kernel's own, plus `RANK_AXIS`), for sharding rules:
+    the adapters' ``out_sharding`` metadata."""
+    return nnx.to_pure_dict(_abstract_adapter_state(cfg, spec), lambda v: tuple(v.out_sharding))
 
 
 def abstract_adapters(cfg: ModelConfig, spec: LoraSpec, dtype=jnp.float32) -> dict[str, Any]:
     """ShapeDtypeStructs of `init_adapters`' result, without allocating it."""
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, dtype), adapter_shapes(cfg, spec),
-                        is_leaf=lambda x: isinstance(x, tuple))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), nnx.to_pure_dict(_abstract_adapter_state(cfg, spec)))
+
+
+def init_adapters(cfg: ModelConfig, spec: LoraSpec, key: jax.Array, dtype=jnp.float32) -> dict[str, Any]:
+    """Fresh adapters (pure dict) in `dtype`: A ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), B = 0; jit-friendly."""
+    return nnx.to_pure_dict(nnx.state(stacked_adapters(cfg, spec, dtype, nnx.Rngs(key)), nnx.LoRAParam))
 
 
 def delta(a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
@@ -124,92 +197,23 @@ def merge(cfg: ModelConfig, base: dict[str, Any], adapters: dict[str, Any], spec
     return merged
 
 
-# ---------------------------------------------------------------------------------------------
-# Forward passes
-
-
-def _layer(cfg: ModelConfig, scale: float, p, ad, xs: tuple, mask, cos, sin) -> tuple:
-    """One decoder block over one or two row streams: ``xs[0]`` gets base + adapters, an optional
-    ``xs[1]`` (the anchor stream, no gradient) the base weights only."""
-    dt = cfg.compute_dtype
-
-    def proj(name, hs):
-        eq = _EINSUM[name][0]
-        w = p[name]["kernel"].astype(dt)
-        ys = [jnp.einsum(eq, hs[0], w)]
-        if len(hs) == 2:
-            # Separate from the conditional matmul so that the backward pass (and a remat
-            # recomputation) never touches the anchor rows; XLA may still merge the two dots.
-            ys.append(jax.lax.stop_gradient(jnp.einsum(eq, jax.lax.stop_gradient(hs[1]), w)))
-        if name in ad:
-            n_in = _EINSUM[name][1]
-            low = jnp.tensordot(hs[0], ad[name]["a"].astype(dt), axes=n_in)
-            ys[0] = ys[0] + (scale * jnp.tensordot(low, ad[name]["b"].astype(dt), axes=1)).astype(dt)
-        return ys
-
-    def each(fn, *streams):
-        return [fn(*args) for args in zip(*streams)]
-
-    h = each(lambda x: layers.rms_norm(x, p["attn_norm"]["scale"], cfg.rms_norm_eps), xs)
-    q, k, v = proj("q", h), proj("k", h), proj("v", h)
-    if cfg.qkv_bias:
-        q = each(lambda a: a + p["q"]["bias"].astype(dt), q)
-        k = each(lambda a: a + p["k"]["bias"].astype(dt), k)
-        v = each(lambda a: a + p["v"]["bias"].astype(dt), v)
-    q = each(lambda a: layers.apply_rope(a, cos, sin, cfg.rope_in_fp32), q)
-    k = each(lambda a: layers.apply_rope(a, cos, sin, cfg.rope_in_fp32), k)
-    attn = each(lambda a, b, c: layers.attention(a, b, c, mask, cfg.attention_impl), q, k, v)
-    xs = each(lambda x, a: x + a, xs, proj("o", attn))
-    h = each(lambda x: layers.rms_norm(x, p["mlp_norm"]["scale"], cfg.rms_norm_eps), xs)
-    g, u = proj("gate", h), proj("up", h)
-    return tuple(each(lambda x, d: x + d, xs, proj("down", each(lambda a, b: jax.nn.silu(a) * b, g, u))))
-
-
-def _stack(cfg: ModelConfig, base, adapters, spec: LoraSpec, ids: Sequence[jax.Array],
-           attention_mask) -> tuple:
-    for i in ids:
-        if i.ndim != 2 or i.shape != ids[0].shape:
-            raise ValueError(f"input_ids: expected [B, T] arrays of one shape, got {[a.shape for a in ids]}")
-    if attention_mask is not None and attention_mask.shape != ids[0].shape:
-        raise ValueError(f"attention_mask: expected shape {ids[0].shape}, got {attention_mask.shape}")
-    dt = cfg.compute_dtype
-    xs = tuple(jnp.take(base["embed"]["embedding"], i, axis=0).astype(dt) for i in ids)
-    if len(xs) == 2:
-        xs = (xs[0], jax.lax.stop_gradient(xs[1]))
-    cos, sin = layers.rope_tables(default_positions(ids[0]), cfg.head_dim, cfg.rope_theta)
-    mask = attention_mask_4d(cfg, attention_mask)
-
-    def block(carry, layer):
-        p, ad = layer
-        return _layer(cfg, spec.scale, p, ad, carry, mask, cos, sin), None
-
-    block = _maybe_remat(cfg, block)
-    if cfg.scan_layers:
-        xs, _ = jax.lax.scan(block, xs, (base["layers"], adapters))
-    else:
-        for i in range(cfg.num_layers):
-            xs, _ = block(xs, jax.tree.map(lambda a: a[i], (base["layers"], adapters)))
-    out = []
-    for x in xs:
-        x = layers.rms_norm(x, base["final_norm"]["scale"], cfg.rms_norm_eps)
-        if cfg.shifts_logits:
-            x = jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)
-        out.append(x)
-    return tuple(out)
-
-
 def hidden_states(cfg: ModelConfig, base, adapters, spec: LoraSpec, input_ids: jax.Array,
                   attention_mask: jax.Array | None = None) -> jax.Array:
     """Final hidden states [B, T, D] (compute dtype) of base + adapters; the same alignment and
     masking as ``mdu_jax.models.transformer.hidden_states``. Differentiable in `adapters`
     (and in `base`, though training treats it as frozen)."""
-    return _stack(cfg, base, adapters, spec, (input_ids,), attention_mask)[0]
+    return lora_model_from_params(cfg, base, adapters, spec).hidden_states(input_ids, attention_mask)
 
 
 def paired_hidden_states(cfg: ModelConfig, base, adapters, spec: LoraSpec, cond_ids: jax.Array,
                          anchor_ids: jax.Array, attention_mask: jax.Array | None = None):
     """(hidden states of base + adapters on `cond_ids`, stop-gradient hidden states of the base
-    alone on `anchor_ids`), both [B, T, D], from one layer stack. Equals ``(hidden_states(...cond_ids), transformer.hidden_states(base,
-    anchor_ids))`` with gradients flowing to `adapters` through the first only. Both passes
-    share `attention_mask`."""
-    return _stack(cfg, base, adapters, spec, (cond_ids, anchor_ids), attention_mask)
+    alone on `anchor_ids`), both [B, T, D], from one layer stack. Equals ``(hidden_states(...cond_ids),
+    transformer.hidden_states(base, anchor_ids))`` with gradients flowing to `adapters` through the
+    first only. Both passes share `attention_mask`."""
+    return lora_model_from_params(cfg, base, adapters, spec).paired_hidden_states(cond_ids, anchor_ids, attention_mask)
+
+
+__all__ = ["LoraSpec", "LoraAdapter", "LoraAdapters", "LoraTransformer", "TARGETS", "RANK_AXIS", "TRAINABLE",
+           "FROZEN", "abstract_lora_model", "adapter_shapes", "adapter_axes", "abstract_adapters", "init_adapters",
+           "delta", "merge", "hidden_states", "paired_hidden_states", "lora_model_from_params"]
