@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from checkpoints_convert.__main__ import build_parser as convert_parser
+import mdu_jax.training as training
 from mdu_jax import evaluate, sweep_eval, train
 from mdu_jax.training import load_config, parse_sweep
-from mdu_jax.training.run_folder import result_differences
 from mdu_jax.typed_config import to_dict
 from tests.fixtures import write_hf_checkpoint
 
@@ -144,4 +144,5 @@ def test_documented_training_commands_that_differ_use_different_folders():
     for i, a in enumerate(runs):
         for b in runs[i + 1:]:
             if os.path.abspath(a.output_dir) == os.path.abspath(b.output_dir):
-                assert not result_differences(to_dict(a), b), (a.output_dir, result_differences(to_dict(a), b))
+                differences = training.run_folder.result_differences(to_dict(a), b)
+                assert not differences, (a.output_dir, differences)

@@ -1,8 +1,8 @@
 """One step unit, optimiser steps, wherever a user sees a step; resumes that continue where a run
 stopped, from damaged and from old-layout folders (issue 16 items 2 and 7).
 
-A run with ``optim.grad_accum=2`` and ``max_steps=3`` is stopped after 2 optimiser steps
-(checkpoints every step), then resumed in copies of its folder: as it is, with its newest
+A run with ``optim.grad_accum=2`` and ``max_steps=3`` (checkpoints every step) is cut back to
+what a kill after step 3 was logged leaves, then resumed in copies of its folder: as it is, with its newest
 checkpoint damaged, and rewritten in the layout of the earlier micro-step version. Every resume
 must end with exactly the weights of the plain resume and a metrics.jsonl holding steps 1, 2, 3
 once each.
@@ -27,11 +27,17 @@ ACCUM, STEPS = 2, 3
 
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory):
-    """A run folder after 2 of 3 optimiser steps, and its config dict."""
+    """A run folder as a kill after step 3 was logged, before its checkpoint, leaves it: checkpoints
+    of steps 1 and 2, metrics.jsonl rows of steps 1-3. Returns (root, config dict)."""
     root = tmp_path_factory.mktemp("steps")
     base = one_device_config(root, max_steps=STEPS, optim={"grad_accum": ACCUM},
                              checkpoint={"every_steps": 1, "keep": 5, "async_save": False})
-    training.run(load_config(base=base), progress=False, stop_after=2)
+    training.run(load_config(base=base), progress=False)
+    run_dir = base["output_dir"]
+    shutil.rmtree(os.path.join(run_dir, "checkpoints", str(max(checkpoint_folders(run_dir)))))
+    shutil.rmtree(os.path.join(run_dir, "final"))
+    if os.path.exists(os.path.join(run_dir, "run_summary.json")):
+        os.remove(os.path.join(run_dir, "run_summary.json"))
     return root, base
 
 
@@ -65,8 +71,8 @@ def test_checkpoints_and_metrics_count_optimiser_steps(stopped):
     run_dir = base["output_dir"]
     assert checkpoint_folders(run_dir) == [1, 2]  # not the micro-steps 2, 4
     rows = metrics_rows(run_dir)
-    assert [r["step"] for r in rows] == [1, 2]
-    assert [r["micro_step"] for r in rows] == [ACCUM, 2 * ACCUM]  # the labelled extra field
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["micro_step"] for r in rows] == [ACCUM, 2 * ACCUM, 3 * ACCUM]  # the labelled extra field
     meta = training.checkpointing.read_meta(run_dir, 2)
     assert (meta["step_unit"], meta["optimizer_step"], meta["micro_step"]) == ("optimizer", 2, 2 * ACCUM)
 
@@ -75,7 +81,7 @@ def test_resume_continues_from_the_checkpoint_step(resumed):
     run_dir, result, logs, err = resumed
     assert any(f"from {run_dir}/checkpoints/2 (optimiser step 2 of {STEPS})" in line for line in logs), logs
     assert [r["step"] for r in result.metrics] == [3]  # this invocation trained step 3 only
-    assert [r["step"] for r in metrics_rows(run_dir)] == [1, 2, 3]
+    assert [r["step"] for r in metrics_rows(run_dir)] == [1, 2, 3]  # step 3 logged twice, kept once
     assert checkpoint_folders(run_dir) == [1, 2, 3]
     assert "resumed from step 2 and trained 1 step" in result.summary
 
@@ -86,14 +92,14 @@ def test_progress_bar_counts_optimiser_steps(resumed):
 
 
 def test_damaged_newest_checkpoint_is_named_once_and_the_run_resumes_from_the_intact_one(stopped, resumed):
-    run_dir, result, logs, err = _resume(stopped, "damaged", prepare=lambda d: damage(d, 2))
+    run_dir, result, logs, err = _resume(stopped, "damaged", prepare=lambda d: damage(d, max(checkpoint_folders(d))))
     named = [line for line in err.splitlines() if "checkpoints/2" in line]
     assert len(named) == 1 and "cannot be read" in named[0], err
     assert "Traceback" not in err and "never retrieved" not in err, err
     assert any(f"from {run_dir}/checkpoints/1 (optimiser step 1 of {STEPS}), the newest intact" in line
                for line in logs), logs
     assert os.path.isdir(os.path.join(run_dir, "damaged_checkpoints", "2"))
-    # Step 2 was logged before the run stopped and is logged again after the resume: once on disk.
+    # Steps 2 and 3 were logged before the run stopped and again after the resume: once on disk.
     assert [r["step"] for r in metrics_rows(run_dir)] == [1, 2, 3]
     want = final_weights(resumed[0])
     for name, value in final_weights(run_dir).items():
@@ -104,8 +110,8 @@ def test_no_intact_checkpoint_stops_with_one_message_and_the_way_out(stopped):
     root, base = stopped
     run_dir = os.path.join(root, "all_damaged")
     shutil.copytree(base["output_dir"], run_dir)
-    damage(run_dir, 1)
-    damage(run_dir, 2)
+    for step in checkpoint_folders(run_dir):
+        damage(run_dir, step)
     with pytest.raises(training.CheckpointDamagedError) as e:
         training.run(load_config(base=dict(base, output_dir=run_dir)), progress=False)
     text = str(e.value)
