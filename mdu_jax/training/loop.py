@@ -226,12 +226,13 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
             "the weights. Raise max_steps / epochs, or start over with --overwrite")
 
     # Everything that can fail on the config alone has passed: only now does the folder change.
-    if jax.process_index() == 0:
-        if overwrite:
+    if overwrite:
+        if jax.process_index() == 0:
             removed = run_folder.clear(folder.output_dir)
             if removed:
                 log.info("--overwrite: deleted %s from %s", ", ".join(removed), folder.output_dir)
-            folder = run_folder.FolderState(folder.output_dir)
+        folder = run_folder.FolderState(folder.output_dir)
+    if jax.process_index() == 0:
         os.makedirs(cfg.output_dir, exist_ok=True)
         if folder.legacy:
             renamed = legacy_checkpoints.convert(cfg.output_dir)
