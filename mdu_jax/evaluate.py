@@ -28,7 +28,7 @@ TOFU (open-unlearning profile): ROUGE-L recall of greedy generations, answer pro
 probability (real authors / world facts), model utility (harmonic mean), forget quality (KS
 p-value against --retain-reference: the JSON this command wrote for the retain-only model with
 the same --forget-split and --max-examples), extraction strength, exact memorisation and
-Min-K%% privleak (forget vs holdout; teacher forcing = left-to-right masked predictions).
+Min-K% privleak (forget vs holdout; teacher forcing = left-to-right masked predictions).
 --profile mdu: the MDU paper's numbers (Eq. 14 probability, raw truth ratio over the first 3
 perturbed answers, its sampler settings).
 RWKU: forget levels 1-3 and neighbour levels 1-2 (ROUGE-L recall), MIA loss on forget vs

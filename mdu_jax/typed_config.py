@@ -3,8 +3,8 @@
 A config is a plain (nested) dataclass; each section may define ``validate()`` for checks that
 span fields. ``from_dict(cls, data)`` validates a raw dict with pydantic (``TypeAdapter``: types,
 nested sections, ``Literal`` choices, numbers given as YAML strings such as ``1e-5``), then
-calls every section's ``validate()``, innermost first. ``apply_overrides(data, ["optim.lr=1e-5"])``
-edits the raw dict first; ``read_config_file`` follows a ``base: other.yaml`` chain. Unknown keys
+refuses NaN and infinite numbers anywhere, then calls every section's ``validate()``, innermost
+first. ``apply_overrides(data, ["optim.lr=1e-5"])`` edits the raw dict first; ``read_config_file`` follows a ``base: other.yaml`` chain. Unknown keys
 and wrong types raise ``ConfigKeyError`` naming the full dotted key.
 
 What pydantic has no notion of stays here: a section given in part fills in over the field's
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import types
 import typing
@@ -110,6 +111,25 @@ def _message(cls, error: dict, prefix: str) -> str:
     return f"{key}: {error['msg']}, got {value!r}"
 
 
+def _non_finite(value, key: str) -> tuple[str, float] | None:
+    """(dotted key, value) of the first NaN / inf number inside `value` (a section, list or dict), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (key, value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = list(enumerate(value))
+    else:
+        return None
+    for name, v in items:
+        found = _non_finite(v, f"{key}.{name}".lstrip("."))
+        if found is not None:
+            return found
+    return None
+
+
 def _validate_sections(obj) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
@@ -127,6 +147,11 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
         obj = _adapter(cls).validate_python(data)
     except pydantic.ValidationError as e:
         raise ConfigKeyError(_message(cls, e.errors()[0], prefix)) from None
+    # NaN compares False with every bound, so a per-section check such as ``lr <= 0`` lets it
+    # through; no config number has a meaning for NaN or inf, so they are refused everywhere.
+    bad = _non_finite(obj, prefix.rstrip("."))
+    if bad is not None:
+        raise ConfigKeyError(f"{bad[0]}: expected a finite number, got {bad[1]}")
     _validate_sections(obj)
     return obj
 

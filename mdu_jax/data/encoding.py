@@ -53,9 +53,13 @@ def encode_pair(tokenizer, question: str, answer: str) -> tuple[list[int], int]:
 
 @dataclasses.dataclass
 class TruncationReport:
+    """Over-long rows of one or more splits: totals, and per split (``*_by_split``)."""
+
     truncated: int = 0
     dropped: int = 0
     longest: int = 0
+    truncated_by_split: dict[str, int] = dataclasses.field(default_factory=dict)
+    dropped_by_split: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def encode_rows(tokenizer, rows: Sequence[dict], *, is_forget: bool, max_length: int,
@@ -63,10 +67,12 @@ def encode_rows(tokenizer, rows: Sequence[dict], *, is_forget: bool, max_length:
                 report: TruncationReport | None = None) -> list[Example]:
     """Tokenises rows {question, answer}; over-long rows are an error, dropped, or cut (reported).
 
-    `alt_answers` (one per row) builds the second response of preference objectives.
+    `alt_answers` (one per row) builds the second response of preference objectives. `report`
+    (shared across splits) gains this split's counts; the warning states this split's alone.
     """
     report = report if report is not None else TruncationReport()
     out = []
+    truncated = dropped = longest = 0
     for i, row in enumerate(rows):
         for key in ("question", "answer"):
             if not isinstance(row.get(key), str) or not row[key].strip():
@@ -76,22 +82,27 @@ def encode_rows(tokenizer, rows: Sequence[dict], *, is_forget: bool, max_length:
         if alt_answers is not None:
             alt, alt_plen = encode_pair(tokenizer, row["question"], alt_answers[i])
         length = max(len(ids), len(alt) if alt is not None else 0)
-        report.longest = max(report.longest, length)
+        longest = max(longest, length)
         if length > max_length:
             if truncation == "error":
                 raise DataError(f"{split} row {i}: {length} tokens exceed data.max_length={max_length} "
                                 "(set data.truncation=drop or right to proceed)")
             if truncation == "drop" or plen >= max_length:
-                report.dropped += 1
+                dropped += 1
                 continue
-            report.truncated += 1
+            truncated += 1
             ids = ids[:max_length]
             alt = alt[:max_length] if alt is not None else None
         out.append(Example(np.asarray(ids, np.int32), plen, is_forget,
                            None if alt is None else np.asarray(alt, np.int32), alt_plen))
-    if report.truncated or report.dropped:
+    report.truncated += truncated
+    report.dropped += dropped
+    report.longest = max(report.longest, longest)
+    report.truncated_by_split[split] = report.truncated_by_split.get(split, 0) + truncated
+    report.dropped_by_split[split] = report.dropped_by_split.get(split, 0) + dropped
+    if truncated or dropped:
         log.warning("%s: %d row(s) truncated and %d dropped at max_length=%d (longest: %d tokens)",
-                    split, report.truncated, report.dropped, max_length, report.longest)
+                    split, truncated, dropped, max_length, longest)
     return out
 
 

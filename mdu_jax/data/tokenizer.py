@@ -52,7 +52,12 @@ def load_tokenizer(folder: str | os.PathLike, cfg: ModelConfig | None = None, *,
     if not has_tokenizer(folder):
         raise TokenizerError(f"{folder}: no tokenizer files (tokenizer.json or vocab.json + merges.txt)")
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        # A blank model config: AutoTokenizer would otherwise read config.json, whose model_type
+        # (llada, Dream) transformers does not know, and warn on every load that the checkpoint
+        # is used "to instantiate a model of type ''". The tokenizer class comes from
+        # tokenizer_config.json either way.
+        tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                                         config=transformers.PretrainedConfig())
     except Exception as auto_error:  # noqa: BLE001 - fall back to the plain fast tokenizers
         tok = _fallback_tokenizer(folder, auto_error)
     if cfg is not None:

@@ -14,6 +14,12 @@ from mdu_jax.checkpoints import atomic_write
 
 FORMAT = "mdu_jax.eval/1"
 
+# TOFU aggregates of the MDU profile were once named apart from the open-unlearning profile's;
+# both profiles now use the right-hand names, and read_result renames old files' keys.
+LEGACY_MDU_NAMES = {f"{p}_{old}": f"{p}_{new}" for p in ("forget", "retain", "ra", "wf")
+                    for old, new in (("rougeL_recall", "Q_A_ROUGE"), ("prob", "Q_A_Prob"))}
+LEGACY_MDU_NAMES.update({f"{p}_truth_ratio": f"{p}_Truth_Ratio" for p in ("retain", "ra", "wf")})
+
 
 class ResultError(ValueError):
     """A result / retain-reference file is missing, unreadable, or does not fit this evaluation."""
@@ -45,7 +51,8 @@ def write_result(result: dict[str, Any], path: str | os.PathLike) -> str:
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:
-    """A result JSON written by ``write_result`` (errors name the file)."""
+    """A result JSON written by ``write_result`` (errors name the file); aggregates of older MDU-profile
+    TOFU results are renamed to the current names (``LEGACY_MDU_NAMES``)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ResultError(f"{path}: no such result file")
@@ -56,6 +63,9 @@ def read_result(path: str | os.PathLike) -> dict[str, Any]:
         raise ResultError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ResultError(f"{path}: not an mdu_jax evaluation result (expected \"format\": \"{FORMAT}\")")
+    aggs = data.get("aggregates")
+    if data.get("benchmark") == "tofu" and data.get("profile") == "mdu" and isinstance(aggs, dict):
+        data["aggregates"] = {LEGACY_MDU_NAMES.get(k, k): v for k, v in aggs.items()}
     return data
 
 

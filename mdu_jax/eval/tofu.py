@@ -133,16 +133,17 @@ def _score_split(kind: str, rows: list[dict], ctx: dict, bars: dict) -> tuple[li
     p = PREFIX[kind]
     mean = lambda key: float(np.mean([r[key] for r in per]))  # noqa: E731
     ratios = [r["truth_ratio"] for r in per]
+    # One naming for both profiles (open-unlearning's keys; the "profile" field of the result
+    # says which definitions were used). Results written under the MDU profile's former names
+    # are renamed when read (results.LEGACY_MDU_NAMES).
+    truth_key = "forget_truth_ratio" if kind == "forget" else f"{p}_Truth_Ratio"
     if mdu:
-        aggs = {f"{p}_rougeL_recall": mean("rougeL_recall"), f"{p}_prob": mean("prob"),
-                f"{p}_truth_ratio": float(np.mean(ratios))}
+        aggs = {f"{p}_Q_A_ROUGE": mean("rougeL_recall"), f"{p}_Q_A_Prob": mean("prob"),
+                truth_key: float(np.mean(ratios))}
     else:
         aggs = {f"{p}_Q_A_ROUGE": mean("rougeL_recall"),
                 f"{p}_Q_A_Prob" + ("" if person else "_normalised"): mean("prob" if person else "prob_normalised")}
-        if kind == "forget":
-            aggs["forget_truth_ratio"] = M.forget_truth_ratio(ratios)
-        else:
-            aggs[f"{p}_Truth_Ratio"] = M.retain_truth_ratio(ratios)
+        aggs[truth_key] = M.forget_truth_ratio(ratios) if kind == "forget" else M.retain_truth_ratio(ratios)
     return per, aggs
 
 

@@ -17,7 +17,7 @@ Layouts (reference-mdlm 4.2, 4.3):
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -47,23 +47,83 @@ def batch_bucket(n: int, batch_size: int) -> int:
     return min(int(batch_size), 1 << max(0, int(n) - 1).bit_length())
 
 
+def _id_array(value, where: str) -> np.ndarray:
+    """`value` (a list, numpy / jax / torch array) as a numpy array of integer ids."""
+    try:
+        ids = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{where}: expected token ids (a list or an array of integers), got "
+                        f"{type(value).__name__} ({e})") from None
+    if ids.dtype == object:
+        raise TypeError(f"{where}: expected token ids (integers), got a ragged or mixed {type(value).__name__}")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{where}: expected integer token ids, got dtype {ids.dtype}")
+    return ids
+
+
+def _is_id(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _from_encoding(encoding: Mapping) -> list[list[int]]:
+    """Rows of a tokenizer output (``BatchEncoding`` or a dict with ``input_ids`` and optionally
+    ``attention_mask``): one row per sequence, padding (attention 0, left or right) removed."""
+    if "input_ids" not in encoding:
+        raise TypeError(f"prompts: a mapping must hold 'input_ids' (a tokenizer's output); got keys {sorted(encoding)}")
+    ids, mask = encoding["input_ids"], encoding.get("attention_mask")
+    single = _is_id(ids[0]) if isinstance(ids, Sequence) and len(ids) else np.ndim(ids) == 1
+    rows = [ids] if single else list(ids)
+    masks = None if mask is None else ([mask] if single else list(mask))
+    out = []
+    for i, row in enumerate(rows):
+        r = _id_array(row, f"prompts['input_ids'][{i}]").reshape(-1)
+        if masks is not None:
+            m = np.asarray(masks[i]).reshape(-1)
+            if m.shape != r.shape:
+                raise ValueError(f"prompts['attention_mask'][{i}]: {m.shape[0]} entries for {r.shape[0]} token ids")
+            r = r[m.astype(bool)]
+        out.append([int(t) for t in r])
+    return out
+
+
 def encode_prompts(prompts, tokenizer=None) -> list[list[int]]:
-    """Token-id lists from ``prompts`` (lists or 1-D arrays of ids, a 2-D array, or strings
-    encoded without adding special tokens: a chat template already rendered BOS and headers)."""
-    if isinstance(prompts, np.ndarray) and prompts.ndim == 2:
-        prompts = list(prompts)
-    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
-        raise TypeError(f"prompts: expected a list of token-id lists or strings, got {type(prompts).__name__}")
+    """Token-id lists from what users pass as prompts.
+
+    Accepted: a string or a list of strings (encoded with `tokenizer`, without adding special
+    tokens: a chat template already rendered BOS and headers); one token-id list or a list of
+    them; a 1-D (one prompt) or 2-D (one per row) numpy / jax / torch array; a tokenizer output
+    (``BatchEncoding`` from ``tokenizer(...)`` or ``apply_chat_template(..., return_dict=True)``,
+    or a dict with ``input_ids``), whose ``attention_mask`` removes padding. Anything else is a
+    TypeError naming what was given.
+    """
+    if isinstance(prompts, Mapping):
+        return _from_encoding(prompts)
+    if isinstance(prompts, (str, bytes)):
+        prompts = [prompts]
+    elif not isinstance(prompts, Sequence):
+        if not hasattr(prompts, "__array__") and not hasattr(prompts, "shape"):
+            raise TypeError(f"prompts: expected a string, a list of strings or token-id lists, an array of ids, or "
+                            f"a tokenizer's BatchEncoding; got {type(prompts).__name__}")
+        ids = _id_array(prompts, "prompts")
+        if ids.ndim not in (1, 2):
+            raise TypeError(f"prompts: expected a 1-D (one prompt) or 2-D (one per row) array, got shape {ids.shape}")
+        prompts = [ids] if ids.ndim == 1 else list(ids)
+    elif len(prompts) and all(_is_id(t) for t in prompts):
+        prompts = [list(prompts)]  # one prompt's token ids
     out = []
     for i, p in enumerate(prompts):
+        if isinstance(p, bytes):
+            raise TypeError(f"prompts[{i}]: bytes; pass a str")
         if isinstance(p, str):
             if tokenizer is None:
                 raise ValueError(f"prompts[{i}] is a string: pass tokenizer= or token ids")
             p = tokenizer(p, add_special_tokens=False)["input_ids"]
-        ids = np.asarray(p).reshape(-1)
-        if ids.size and not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"prompts[{i}]: expected integer token ids, got dtype {ids.dtype}")
-        out.append([int(t) for t in ids])
+        elif _is_id(p):
+            raise TypeError(f"prompts[{i}]: a single id among lists; pass one list of ids or a list of lists")
+        ids = _id_array(p, f"prompts[{i}]")
+        if ids.ndim > 1:
+            raise TypeError(f"prompts[{i}]: expected a 1-D list of token ids, got shape {ids.shape}")
+        out.append([int(t) for t in ids.reshape(-1)])
     return out
 
 

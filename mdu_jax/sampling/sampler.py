@@ -172,8 +172,11 @@ def generate(cfg: ModelConfig, params, prompts, *, tokenizer=None, gen_length: i
              stop_token_ids: Sequence[int] | None = None, skip_special_tokens: bool = True) -> GenerationOutput:
     """Fills ``gen_length`` masked slots after each prompt by iterative unmasking.
 
-    prompts: a list of token-id lists (primary input; chat template already applied), or of
-    strings when ``tokenizer`` is given (encoded without adding special tokens).
+    prompts: token ids with the chat template already applied (one list, a list of lists, a 1-D
+    or 2-D numpy / jax array), a tokenizer's ``BatchEncoding`` (e.g. from
+    ``tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)``;
+    padding removed by its attention mask), or a string / list of strings when ``tokenizer`` is
+    given (encoded without adding special tokens); ``prompts.encode_prompts`` says exactly.
 
     LLaDA (``algorithm`` 'low_confidence' (default) or 'random'; reference-mdlm 4.1/4.2): blocks
     of ``block_length`` (default ``gen_length``) are filled left to right; ``schedule`` is

@@ -80,7 +80,8 @@ def load_idk_answers(path: str | None, n: int, seed: int) -> list[str]:
 
 
 def build_plan(cfg: TrainConfig, tokenizer, pad_id: int) -> tuple[BatchPlan, dict[str, Any]]:
-    """The batch plan of the run and a summary (row counts, truncation report)."""
+    """The batch plan of the run and a summary (row counts kept, rows truncated / dropped in total
+    and per split, the longest row in tokens, micro-batches per epoch)."""
     forget_rows, retain_rows = load_rows(cfg)
     d = cfg.data
     needs_idk = cfg.objective.method in ("idkpo", "dpo")
@@ -95,5 +96,7 @@ def build_plan(cfg: TrainConfig, tokenizer, pad_id: int) -> tuple[BatchPlan, dic
     plan = BatchPlan(forget, retain, batch_size=cfg.batch_size, seed=cfg.seed, buckets=d.buckets, pad_id=pad_id,
                      mixing=d.mixing, forget_batch_size=cfg.forget_batch_size, pad_labels=d.pad_labels)
     summary = {"forget_rows": len(forget), "retain_rows": len(retain), "truncated": report.truncated,
-               "dropped": report.dropped, "longest": report.longest, "steps_per_epoch": plan.steps_per_epoch}
+               "dropped": report.dropped, "truncated_by_split": report.truncated_by_split,
+               "dropped_by_split": report.dropped_by_split, "longest": report.longest,
+               "steps_per_epoch": plan.steps_per_epoch}
     return plan, summary

@@ -2,15 +2,22 @@
 
     from mdu_jax.training import load_config, run
     result = run(load_config("configs/tofu_llada8b.yaml", ["objective.tau=0.5"]))
+    print(result.summary)
 
 config -> data -> model (+ frozen anchor) -> loss -> Optax -> jit/pmap step -> orbax checkpoints.
-A run resumes from the latest checkpoint in its output folder, bit-exactly on the same machine.
+Steps are optimiser steps everywhere a user sees them (``max_steps``, the progress bar, the
+``step`` of ``metrics.jsonl``, checkpoint folders, messages); one optimiser step is
+``optim.grad_accum`` micro-batches, and micro-steps appear only as labelled extra fields.
+An output folder belongs to one run (``run_folder``): a run resumes from its newest intact
+checkpoint, bit-exactly on the same machine, a finished run is not trained again, and a
+different config is refused unless asked to start over or to continue anyway. An update is
+applied only if it is finite and within ``optim.max_update_ratio``; otherwise the run stops,
+naming the newest checkpoint if there is one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -22,39 +29,55 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from mdu_jax import parallel
-from mdu_jax.checkpoints import export_params, load_pretrained
+from mdu_jax import parallel, typed_config
+from mdu_jax.checkpoints import CheckpointError, export_params, load_pretrained
 from mdu_jax.data.tokenizer import load_tokenizer
 from mdu_jax.models import lora
 from mdu_jax.models.config import ModelConfig
+from mdu_jax.models.config_fields import ConfigError
 from mdu_jax.models.params import abstract_params, init_params, logical_axes
+from mdu_jax.training import legacy_checkpoints, run_folder
 from mdu_jax.training import step as steps
-from mdu_jax.training.checkpointing import RunCheckpointer, restore_anchor, save_anchor
-from mdu_jax.training.config import TrainConfig, lora_spec, to_yaml
+from mdu_jax.training.checkpointing import RunCheckpointer, make_meta, restore_anchor, save_anchor
+from mdu_jax.training.config import TrainConfig, lora_spec
 from mdu_jax.training.data_plan import build_plan
 from mdu_jax.training.loss import make_loss_fn, needs_anchor
-from mdu_jax.training.metrics_log import MetricsWriter
+from mdu_jax.training.metrics_log import METRICS_FILE, MetricsWindow, MetricsWriter, read_metrics
 from mdu_jax.training.optimizer import make_optimizer
+from mdu_jax.training.run_summary import make_summary, summary_text
 from mdu_jax.training.state import abstract_like, init_state, init_state_sharded, state_shardings_from
 from mdu_jax.typed_config import ConfigKeyError
 
 log = logging.getLogger("mdu_jax.train")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient became NaN/inf; the last good checkpoint is kept."""
+class UpdateRejectedError(RuntimeError):
+    """An update was refused (non-finite, or beyond the divergence guard) and the run stopped;
+    the parameters are those before the refused step."""
+
+
+class NonFiniteLossError(UpdateRejectedError):
+    """The loss, the gradient norm or an updated parameter became NaN / inf."""
+
+
+class DivergenceError(UpdateRejectedError):
+    """A finite update exceeded ``optim.max_update_ratio`` x the parameters' norm."""
 
 
 @dataclasses.dataclass
 class RunResult:
-    """What a finished run leaves: its folder, final params (on device), configs, last metrics."""
+    """What a run leaves: its folder, final params (on device; None when a finished run was not
+    reloaded), configs, this invocation's logged metrics rows, the summary (dict and paragraph)."""
 
     output_dir: str
-    model_cfg: ModelConfig
+    model_cfg: ModelConfig | None
     params: Any
     tokenizer: Any
     metrics: list[dict[str, Any]]
     final_dir: str
+    summary: str = ""
+    summary_data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    already_finished: bool = False
 
 
 def init_lora_adapters(cfg: TrainConfig, model_cfg: ModelConfig, mesh, rules=None):
@@ -80,44 +103,96 @@ def _model_overrides(cfg: TrainConfig) -> dict[str, Any]:
                 attention_impl=m.attention_impl, scan_layers=m.scan_layers)
 
 
+def check_model_paths(cfg: TrainConfig) -> None:
+    """ConfigKeyError naming model.path / model.tokenizer when the folder it names does not exist."""
+    for key, path in (("model.path", cfg.model.path), ("model.tokenizer", cfg.model.tokenizer)):
+        if path is not None and not os.path.isdir(path):
+            raise ConfigKeyError(f"{key}: {path}: no such folder" + (" (a HF checkpoint or a converted mdu_jax "
+                                                                     "checkpoint)" if key == "model.path" else ""))
+
+
 def load_model(cfg: TrainConfig, shardings_for: Callable[[ModelConfig], Any] | None):
-    """(model_cfg, params, tokenizer): from a checkpoint folder or a random init from a HF config dict."""
+    """(model_cfg, params, tokenizer): from a checkpoint folder or a random init from a HF config dict.
+    Errors name the config key (model.path / model.init_config) they come from."""
+    check_model_paths(cfg)
     overrides = _model_overrides(cfg)
     if cfg.model.path is not None:
-        probe = _probe_config(cfg.model.path, overrides)
-        shardings = shardings_for(probe) if shardings_for else None
-        return load_pretrained(cfg.model.path, shardings=shardings, **overrides)
-    model_cfg = ModelConfig.from_hf(cfg.model.init_config, **overrides)
+        try:
+            probe = ModelConfig.from_hf(cfg.model.path, **overrides)
+            shardings = shardings_for(probe) if shardings_for else None
+            return load_pretrained(cfg.model.path, shardings=shardings, **overrides)
+        except (ConfigError, CheckpointError) as e:
+            raise ConfigKeyError(f"model.path: {e}") from None
+    try:
+        model_cfg = ModelConfig.from_hf(cfg.model.init_config, **overrides)
+    except ConfigError as e:
+        raise ConfigKeyError(f"model.init_config: {e}") from None
     shardings = shardings_for(model_cfg) if shardings_for else None
     init = jax.jit(lambda k: init_params(model_cfg, k), out_shardings=shardings)
     tokenizer = load_tokenizer(cfg.model.tokenizer, model_cfg) if cfg.model.tokenizer else None
     return model_cfg, init(jax.random.key(cfg.seed)), tokenizer
 
 
-def _probe_config(path: str, overrides) -> ModelConfig:
-    return ModelConfig.from_hf(path, **overrides)
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def total_optimizer_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimiser steps of the whole run: ``max_steps``, else ``epochs`` of micro-batches rounded
+    up to whole optimiser steps (``optim.grad_accum`` micro-batches each)."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    micro = int(math.ceil(cfg.epochs * steps_per_epoch))
+    return int(math.ceil(micro / cfg.optim.grad_accum))
+
+
+def _rejection(m: dict[str, Any], cfg: TrainConfig, opt_step: int, micro: int, ckpt: RunCheckpointer
+               ) -> UpdateRejectedError:
+    """The error that stops a run whose update at optimiser step `opt_step` was refused."""
+    at = f"optimiser step {opt_step}" + (f" (micro-step {micro}, grad_accum {cfg.optim.grad_accum})"
+                                         if cfg.optim.grad_accum > 1 else "")
+    if not bool(m["finite"]):
+        cls = NonFiniteLossError
+        why = (f"the loss, the gradient norm or an updated parameter is not finite (loss={float(m['loss']):.4g}, "
+               f"grad_norm={float(m['grad_norm']):.4g})")
+    else:
+        cls = DivergenceError
+        why = (f"the update's norm is {float(m['update_ratio']):.3g} x the parameters' norm, beyond "
+               f"optim.max_update_ratio={cfg.optim.max_update_ratio:g}")
+    ckpt.wait()
+    newest = ckpt.latest_step()
+    fix = "lower optim.lr (or check the data, or train in float32: model.param_dtype=float32)"
+    if newest is None:
+        where = f"No checkpoint had been written yet ({ckpt.directory} is empty): {fix} and start over with --overwrite."
+    else:
+        where = (f"The newest checkpoint is {ckpt.path(newest)} (optimiser step {newest}): {fix} and continue from it "
+                 "with --resume-anyway, or start over with --overwrite.")
+    return cls(f"{at}: {why}. The update was not applied and training stopped. {where}")
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 
 
-def total_micro_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    if cfg.max_steps is not None:
-        return cfg.max_steps * cfg.optim.grad_accum
-    total = int(math.ceil(cfg.epochs * steps_per_epoch))
-    # Whole optimiser updates only: round up to a multiple of the accumulation.
-    return int(math.ceil(total / cfg.optim.grad_accum)) * cfg.optim.grad_accum
+def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None, overwrite: bool = False,
+        resume_anyway: bool = False, reload_finished: bool = True) -> RunResult:
+    """Trains per `cfg` into ``cfg.output_dir``; resumes from its newest intact checkpoint.
 
-
-def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None) -> RunResult:
-    """Trains per `cfg`; resumes from ``<output_dir>/checkpoints`` if present.
-
-    `stop_after` ends the loop after that many micro-steps of this invocation (tests use it to
-    simulate an interruption); checkpoints are written as configured.
+    A folder whose finished run has the same config (``run_folder.RESULT_NEUTRAL`` keys aside)
+    is not trained again: the result says so (``already_finished``) and, with
+    `reload_finished`, carries the final params read back. A folder holding a run with another
+    config raises ``run_folder.RunFolderError`` naming the keys, unless `overwrite` (delete that
+    run, start over) or `resume_anyway` (continue its weights with the new values).
+    `stop_after` ends the loop after that many optimiser steps of this invocation (tests use
+    it to simulate an interruption); checkpoints are written as configured.
     """
+    started = time.perf_counter()
     parallel.maybe_initialize_distributed(cfg.parallel.distributed)
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    folder = run_folder.inspect(cfg)
+    run_folder.check(folder, overwrite=overwrite, resume_anyway=resume_anyway)
+    if folder.finished and not overwrite:
+        return _already_finished(cfg, folder, reload_finished)
+
     method = cfg.objective.method
     use_pmap = cfg.parallel.step == "pmap"
     devices = jax.devices()[: cfg.parallel.num_devices or None]
@@ -142,8 +217,34 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
     n_local = len(local_devices)
     if use_pmap and cfg.batch_size % n_local:
         raise ConfigKeyError(f"batch_size: {cfg.batch_size} rows do not split over {n_local} pmap devices")
-    total = total_micro_steps(cfg, plan.steps_per_epoch)
-    tx, schedule = make_optimizer(cfg.optim, total // cfg.optim.grad_accum)
+    accum = cfg.optim.grad_accum
+    total = total_optimizer_steps(cfg, plan.steps_per_epoch)
+    if resume_anyway and folder.differences and folder.latest_step is not None and folder.latest_step >= total:
+        raise run_folder.RunFolderError(
+            f"--resume-anyway: {folder.output_dir} already reached optimiser step {folder.latest_step}, and this "
+            f"config trains {total}: nothing would run with the new values, so config.yaml could not describe "
+            "the weights. Raise max_steps / epochs, or start over with --overwrite")
+
+    # Everything that can fail on the config alone has passed: only now does the folder change.
+    if overwrite:
+        if jax.process_index() == 0:
+            removed = run_folder.clear(folder.output_dir)
+            if removed:
+                log.info("--overwrite: deleted %s from %s", ", ".join(removed), folder.output_dir)
+        folder = run_folder.FolderState(folder.output_dir)
+    if jax.process_index() == 0:
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        if folder.legacy:
+            renamed = legacy_checkpoints.convert(cfg.output_dir)
+            if renamed:
+                log.info("renamed checkpoints written by an earlier mdu-jax from micro-steps to optimiser steps: %s",
+                         ", ".join(f"{a} -> {b}" for a, b in renamed))
+        # Before the anchor and the first checkpoint: the config on disk is the one they come from.
+        continued = resume_anyway and folder.latest_step is not None
+        run_folder.write_config(cfg, folder if continued else None, folder.latest_step)
+    _barrier("folder")
+
+    tx, schedule = make_optimizer(cfg.optim, total)
     special_ids = sorted(set(getattr(tokenizer, "all_special_ids", []) or []))
     spec = lora_spec(cfg)
     loss_fn = make_loss_fn(model_cfg, cfg.objective, special_ids=special_ids, attend_padding=cfg.data.attend_padding,
@@ -165,44 +266,48 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
     state = init_state(params, tx, cfg.seed) if mesh is None else init_state_sharded(
         params, tx, cfg.seed, parallel.replicated(mesh))
     del params
-    start = ckpt.latest_step()
-    if start is not None:
-        state, meta = ckpt.restore(start, abstract_like(state))
-        if meta.get("method") != method:
-            raise ConfigKeyError(f"output_dir: {cfg.output_dir} holds a {meta.get('method')!r} run; "
-                                 f"this config trains {method!r} (use another output_dir)")
+    restored = ckpt.restore_newest_intact(abstract_like(state))
+    start = 0
+    if restored is not None:
+        start, state, _, damaged = restored
+        if int(jax.device_get(state["step"])) != start * accum:
+            raise run_folder.RunFolderError(
+                f"{ckpt.path(start)}: holds micro-step {int(jax.device_get(state['step']))}, not optimiser step "
+                f"{start} x grad_accum {accum}")
         if anchor is not None:
             anchor = restore_anchor(cfg.output_dir, abstract_like(anchor))
-        log.info("resumed from micro-step %d", start)
+        log.info("resuming %s from %s (optimiser step %d of %d)%s", cfg.output_dir, ckpt.path(start), start, total,
+                 ", the newest intact checkpoint" if damaged else "")
     elif anchor is not None:
-        save_anchor(cfg.output_dir, anchor)
+        # A fresh start writes its own anchor, unless this config's was already saved.
+        save_anchor(cfg.output_dir, anchor, replace=folder.recorded is None or bool(folder.differences))
         _barrier("anchor")
 
-    with open(os.path.join(cfg.output_dir, "config.yaml"), "w") as f:
-        f.write(to_yaml(cfg))
-
     if use_pmap:
-        step_fn = steps.pmap_step(loss_fn, tx, local_rows=cfg.batch_size // n_local, devices=local_devices)
+        step_fn = steps.pmap_step(loss_fn, tx, local_rows=cfg.batch_size // n_local, devices=local_devices,
+                                  max_update_ratio=cfg.optim.max_update_ratio)
         state = steps.replicate(jax.device_get(state), local_devices)
         anchor_dev = steps.replicate(jax.device_get(anchor), local_devices) if anchor is not None else None
     else:
         state_sh = state_shardings_from(state)
         anchor_sh = state_shardings_from(anchor) if anchor is not None else None
         batch_sh = parallel.batch_sharding(mesh)
-        step_fn = steps.jit_step(loss_fn, tx, state_sh, anchor_sh, batch_sh, parallel.replicated(mesh))
+        step_fn = steps.jit_step(loss_fn, tx, state_sh, anchor_sh, batch_sh, parallel.replicated(mesh),
+                                 max_update_ratio=cfg.optim.max_update_ratio)
         anchor_dev = anchor
 
-    writer = MetricsWriter(cfg.output_dir, tensorboard=cfg.tensorboard)
-    micro = int(start or 0)
+    writer = MetricsWriter(cfg.output_dir, tensorboard=cfg.tensorboard, resume_step=start)
+    micro, opt = start * accum, start
     history: list[dict[str, Any]] = []
+    window = MetricsWindow()
     bar = None
     if progress and jax.process_index() == 0:
-        bar = tqdm(total=total, initial=micro, desc=f"{method}", unit="step", dynamic_ncols=True)
-    every = cfg.checkpoint.every_steps * cfg.optim.grad_accum
-    t_last, tokens_since = time.perf_counter(), 0
+        bar = tqdm(total=total, initial=start, desc=f"{method}", unit="step", dynamic_ncols=True)
+    t_last, tokens_this_run = time.perf_counter(), 0.0
     executed = 0
+    last_saved = start if restored is not None else None
     try:
-        while micro < total and (stop_after is None or executed < stop_after):
+        while opt < total and (stop_after is None or executed < stop_after):
             batch = plan.batch(micro).as_dict()
             rows = parallel.host_rows(cfg.batch_size)
             local = {k: v[rows] for k, v in batch.items()}
@@ -214,33 +319,38 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
                     parallel.batch_sharding(mesh), v, (cfg.batch_size,) + v.shape[1:]) for k, v in local.items()}
             state, metrics = step_fn(state, anchor_dev, device_batch)
             micro += 1
+            # Every micro-step is checked: a refused update must stop the run at once, not at
+            # the next logged step (the check costs one host sync per step).
+            m = jax.device_get(steps.unreplicate(metrics) if use_pmap else metrics)
+            if not bool(m["applied"]):
+                raise _rejection(m, cfg, micro // accum + (micro % accum > 0), micro, ckpt)
+            window.add(m)
+            tokens_this_run += float(m["tokens"])
+            if micro % accum:
+                continue
+            opt += 1
             executed += 1
-            if micro % cfg.log_every == 0 or micro == total:
-                m = jax.device_get(steps.unreplicate(metrics) if use_pmap else metrics)
-                if not bool(m["finite"]):
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient at micro-step {micro} (loss={float(m['loss'])}); the update "
-                        f"was skipped and training stopped. The last good checkpoint is kept in {ckpt.directory}. "
-                        "Lower optim.lr, check the data, or use model.param_dtype=float32.")
+            if opt % cfg.log_every == 0 or opt == total:
                 now = time.perf_counter()
-                tokens_since += int(m["tokens"]) * cfg.log_every
-                row = {k: float(v) for k, v in m.items() if k not in ("finite",)}
-                row["lr"] = float(schedule(max(micro // cfg.optim.grad_accum - 1, 0)))
-                row["tokens_per_s"] = tokens_since / max(now - t_last, 1e-9)
-                t_last, tokens_since = now, 0
-                writer.write(micro, row)
-                history.append({"step": micro, **row})
+                row = window.row()
+                row["lr"] = float(schedule(opt - 1))
+                row["tokens_per_s"] = row["tokens"] / max(now - t_last, 1e-9)
+                row["micro_step"] = micro
+                t_last = now
+                writer.write(opt, row)
+                history.append({"step": opt, **row})
                 if bar:
                     bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "forget", "retain", "lr", "tokens_per_s")
                                      if k in row}, refresh=False)
             if bar:
                 bar.update(1)
-            if every and micro % every == 0 and micro < total:
-                ckpt.save(micro, steps.unreplicate(state) if use_pmap else state, _meta(cfg, micro, data_summary))
-        done = micro >= total
+            if cfg.checkpoint.every_steps and opt % cfg.checkpoint.every_steps == 0 and opt < total:
+                ckpt.save(opt, steps.unreplicate(state) if use_pmap else state, _meta(cfg, opt, data_summary))
+                last_saved = opt
+        done = opt >= total
         final_state = steps.unreplicate(state) if use_pmap else state
-        if executed:
-            ckpt.save(micro, final_state, _meta(cfg, micro, data_summary))
+        if executed and last_saved != opt:
+            ckpt.save(opt, final_state, _meta(cfg, opt, data_summary))
         ckpt.wait()
     finally:
         if bar:
@@ -251,14 +361,63 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
     if spec is not None:
         params = lora.merge(model_cfg, anchor, params, spec, dtype=model_cfg.weight_dtype)
     final_dir = os.path.join(cfg.output_dir, "final")
-    if done and (executed or not os.path.isdir(final_dir)):
-        _save_final(final_dir, model_cfg, params, tokenizer, cfg)
-    return RunResult(cfg.output_dir, model_cfg, params, tokenizer, history, final_dir)
+    summary, text = {}, ""
+    if done:
+        if executed or not os.path.isdir(final_dir):
+            _save_final(final_dir, model_cfg, params, tokenizer, cfg)
+        summary = _finish(cfg, data_summary, total, started, start if restored is not None else None, executed,
+                          tokens_this_run, history)
+        text = summary_text(summary)
+    return RunResult(cfg.output_dir, model_cfg, params, tokenizer, history, final_dir, text, summary)
 
 
-def _meta(cfg: TrainConfig, micro: int, data_summary: dict) -> dict[str, Any]:
-    return {"micro_step": micro, "method": cfg.objective.method, "data": data_summary,
-            "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}
+def _meta(cfg: TrainConfig, opt_step: int, data_summary: dict) -> dict[str, Any]:
+    return make_meta(optimizer_step=opt_step, grad_accum=cfg.optim.grad_accum, method=cfg.objective.method,
+                     data=data_summary, config=typed_config.to_dict(cfg))
+
+
+def _outputs(cfg: TrainConfig) -> dict[str, Any]:
+    out = os.path.abspath(cfg.output_dir)
+    return {"final": os.path.join(out, "final"), "export_hf": os.path.abspath(cfg.export_hf) if cfg.export_hf else None,
+            "checkpoints": os.path.join(out, "checkpoints"), "metrics": os.path.join(out, METRICS_FILE),
+            "tensorboard": os.path.join(out, "tensorboard") if os.path.isdir(os.path.join(out, "tensorboard")) else None,
+            "config": os.path.join(out, run_folder.CONFIG_FILE), "summary": os.path.join(out, run_folder.SUMMARY_FILE)}
+
+
+def _finish(cfg: TrainConfig, data_summary: dict, total: int, started: float, resumed_from: int | None,
+            executed: int, tokens_this_run: float, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Writes ``run_summary.json`` (process 0) and returns the summary dict."""
+    path = os.path.join(cfg.output_dir, METRICS_FILE)
+    rows = read_metrics(path) if os.path.isfile(path) and jax.process_index() == 0 else history
+    last = {k: v for k, v in (rows[-1] if rows else {}).items() if k in ("loss", "forget", "retain")}
+    summary = make_summary(method=cfg.objective.method, output_dir=cfg.output_dir, optimizer_steps=total,
+                           grad_accum=cfg.optim.grad_accum, batch_size=cfg.batch_size, data=data_summary,
+                           tokens=sum(float(r.get("tokens", 0.0)) for r in rows), tokens_this_run=tokens_this_run,
+                           seconds=time.perf_counter() - started, resumed_from=resumed_from, steps_this_run=executed,
+                           last=last, outputs=_outputs(cfg))
+    if jax.process_index() == 0:
+        run_folder.write_summary(cfg.output_dir, summary)
+    return summary
+
+
+def _already_finished(cfg: TrainConfig, folder: run_folder.FolderState, reload: bool) -> RunResult:
+    summary = folder.summary
+    final_dir = os.path.join(folder.output_dir, "final")
+    n = summary.get("optimizer_steps")
+    text = (f"{folder.output_dir} already holds the finished run of this config "
+            f"({n} optimiser step{'s' * (n != 1)}): final weights in "
+            f"{final_dir}; nothing was trained (--overwrite trains it again). Its summary: " + summary_text(summary))
+    model_cfg = params = tokenizer = None
+    if reload:
+        try:
+            model_cfg, params, tokenizer = load_pretrained(final_dir, **_model_overrides(cfg))
+        except (ConfigError, CheckpointError) as e:
+            raise run_folder.RunFolderError(f"{folder.output_dir} is marked finished ({run_folder.SUMMARY_FILE}) but "
+                                            f"its final weights cannot be read ({e}); use --overwrite") from None
+    path = os.path.join(folder.output_dir, METRICS_FILE)
+    rows = read_metrics(path) if os.path.isfile(path) else []
+    return RunResult(folder.output_dir, model_cfg, params, tokenizer, rows, final_dir, text, summary,
+                     already_finished=True)
 
 
 def _host_params(params):

@@ -23,24 +23,53 @@ import optax
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def _update(tx, state, grads, loss):
-    """Applies `grads` unless the loss or the gradient norm is non-finite (then nothing changes)."""
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _global_norm(tree) -> jax.Array:
+    """The global L2 norm in float32, scaled by the largest magnitude first so that it stays
+    finite for any finite values (squares of 1e30 would overflow)."""
+    leaves = [x.astype(jnp.float32) for x in jax.tree.leaves(tree)]
+    scale = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in leaves]))
+    safe = jnp.where(scale > 0, scale, 1.0)
+    return scale * jnp.sqrt(sum(jnp.sum(jnp.square(x / safe)) for x in leaves))
+
+
+def _update(tx, state, grads, loss, max_update_ratio: float):
+    """Applies `grads` only if the result is sound; otherwise params and optimiser state stay as they were.
+
+    Sound: the loss, the gradient norm and every updated parameter are finite, and (when
+    `max_update_ratio` > 0) the update's global L2 norm is at most `max_update_ratio` times the
+    parameters' global L2 norm. Returns (state, metrics) with ``finite``, ``applied`` (bool) and
+    ``update_ratio`` (||update|| / ||params||, float32; 0 on an accumulation micro-step).
+    """
     grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
+    update_norm = _global_norm(updates)
+    param_norm = _global_norm(state["params"])
+    ratio = update_norm / jnp.maximum(param_norm, jnp.finfo(jnp.float32).tiny)
+    # A finite but exploded update (e.g. lr = 1e30) is caught here, before the weights take it:
+    # Adam moves each weight by about lr per step, so the ratio is about lr / rms(weights), far
+    # below 1 for any learning rate that trains (see OptimSection.max_update_ratio).
+    within = (max_update_ratio <= 0) | (ratio <= max_update_ratio)
+    applied = finite & within
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(applied, n, o), new, old)  # noqa: E731
     new_state = {"params": keep(params, state["params"]), "opt_state": keep(opt_state, state["opt_state"]),
                  "step": state["step"] + 1, "rng": state["rng"]}
-    return new_state, grad_norm, finite
+    return new_state, {"grad_norm": grad_norm, "finite": finite, "applied": applied, "update_ratio": ratio}
 
 
 def make_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, axis_name: str | None = None,
-              local_rows: int | None = None):
+              local_rows: int | None = None, max_update_ratio: float = 0.0):
     """The uncompiled step ``(state, anchor, batch) -> (state, metrics)``.
 
     With `axis_name` (pmap), each device holds `local_rows` rows; gradients and losses are
-    summed over the axis (the loss function already divides by global counts).
+    summed over the axis (the loss function already divides by global counts). An update that
+    is not finite or exceeds `max_update_ratio` (``_update``) is not applied: metrics
+    ``applied`` is then False and the state only advances its micro-step counter.
     """
 
     def step(state, anchor, batch):
@@ -50,26 +79,29 @@ def make_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, axis_name: s
         (loss, aux), grads = grad_fn(state["params"], anchor, batch, key, offset, axis_name)
         if axis_name is not None:
             grads, loss, aux = jax.lax.psum((grads, loss, aux), axis_name)
-        new_state, grad_norm, finite = _update(tx, state, grads, loss)
+        new_state, update_metrics = _update(tx, state, grads, loss, max_update_ratio)
         tokens = jnp.sum(batch["attention_mask"])
         if axis_name is not None:
             tokens = jax.lax.psum(tokens, axis_name)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "tokens": tokens, **aux}
+        metrics = {"loss": loss, "tokens": tokens, **update_metrics, **aux}
         return new_state, metrics
 
     return step
 
 
-def jit_step(loss_fn: LossFn, tx, state_shardings, anchor_shardings, batch_shardings, metrics_sharding):
+def jit_step(loss_fn: LossFn, tx, state_shardings, anchor_shardings, batch_shardings, metrics_sharding, *,
+             max_update_ratio: float = 0.0):
     """The mesh-sharded step: state and anchor in their shardings, rows over (data, fsdp)."""
-    return jax.jit(make_step(loss_fn, tx),
+    return jax.jit(make_step(loss_fn, tx, max_update_ratio=max_update_ratio),
                    in_shardings=(state_shardings, anchor_shardings, batch_shardings),
                    out_shardings=(state_shardings, metrics_sharding), donate_argnums=(0,))
 
 
-def pmap_step(loss_fn: LossFn, tx, local_rows: int, axis_name: str = "data", devices=None):
+def pmap_step(loss_fn: LossFn, tx, local_rows: int, axis_name: str = "data", devices=None, *,
+              max_update_ratio: float = 0.0):
     """The data-parallel step: replicated state, the batch split over the (local) devices."""
-    return jax.pmap(make_step(loss_fn, tx, axis_name=axis_name, local_rows=local_rows),
+    return jax.pmap(make_step(loss_fn, tx, axis_name=axis_name, local_rows=local_rows,
+                              max_update_ratio=max_update_ratio),
                     axis_name=axis_name, donate_argnums=(0,), devices=devices)
 
 

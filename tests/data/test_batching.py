@@ -35,6 +35,27 @@ def test_overlong_rows_are_reported_or_refused(llada_tokenizer):
     assert len(cut[0].input_ids) == 20
 
 
+def test_truncation_is_reported_per_split(llada_tokenizer, caplog):
+    """Each split's warning counts its own rows; the shared report keeps totals and per-split counts
+    (issue 16 item 8: the retain warning once repeated the forget counts)."""
+    from mdu_jax.data.encoding import TruncationReport
+
+    long = {"question": "who wrote the book ?", "answer": " ".join(["the"] * 40)}
+    short = {"question": "who wrote the book ?", "answer": "the author"}
+    report = TruncationReport()
+    with caplog.at_level("WARNING", logger="mdu_jax"):
+        encode_rows(llada_tokenizer, [long, short], is_forget=True, max_length=20, truncation="right",
+                    split="forget", report=report)
+        encode_rows(llada_tokenizer, [long, long, short], is_forget=False, max_length=20, truncation="drop",
+                    split="retain", report=report)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("forget: 1 row(s) truncated and 0 dropped") for m in messages), messages
+    assert any(m.startswith("retain: 0 row(s) truncated and 2 dropped") for m in messages), messages
+    assert (report.truncated, report.dropped) == (1, 2)
+    assert report.truncated_by_split == {"forget": 1, "retain": 0}
+    assert report.dropped_by_split == {"forget": 0, "retain": 2}
+
+
 def test_empty_or_malformed_rows_are_named(llada_tokenizer):
     with pytest.raises(DataError, match=r"retain row 1: missing or empty 'answer'"):
         encode_rows(llada_tokenizer, [{"question": "a", "answer": "b"}, {"question": "c"}], is_forget=False,

@@ -93,8 +93,9 @@ def test_mdu_profile(setup, tmp_path):
     r = json.loads(out.read_text())
     a = r["aggregates"]
     assert r["settings"]["estimator"] == "eq14" and r["settings"]["seed"] == 42
-    assert set(a) == {"forget_rougeL_recall", "forget_prob", "forget_truth_ratio", "retain_rougeL_recall",
-                      "retain_prob", "retain_truth_ratio"}
+    # The open-unlearning profile's names (issue 16 item 8: one naming for both profiles).
+    assert set(a) == {"forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "retain_Q_A_ROUGE",
+                      "retain_Q_A_Prob", "retain_Truth_Ratio"}
     for x in r["per_example"]["forget"]:
         # raw TR: ground truth vs the first 3 perturbed answers, no min/max transform
         assert len(x["perturbed_avg_nll"]) == 3

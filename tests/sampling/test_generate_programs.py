@@ -65,7 +65,7 @@ def test_prompts_may_be_id_lists_arrays_or_a_2d_array():
     assert encode_prompts(np.array([[5, 6], [7, 8]])) == [[5, 6], [7, 8]]
     with pytest.raises(ValueError, match="tokenizer"):
         encode_prompts(["who wrote"])
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="tokenizer"):  # one string is one prompt (tests/sampling/test_prompt_inputs.py)
         encode_prompts("who wrote")
 
 

@@ -21,8 +21,8 @@ def base(tmp_path):
 
 
 def _no_checkpoint(data):
-    folder = os.path.join(data["output_dir"], "checkpoints")
-    assert not os.path.isdir(folder) or not [d for d in os.listdir(folder) if d.isdigit()]
+    # Nothing is written before the config, the model and the data have passed their checks.
+    assert not os.path.exists(data["output_dir"])
 
 
 def test_missing_data_file(base):
@@ -69,21 +69,23 @@ def test_cli_reports_unknown_key(base, tmp_path, capsys):
     assert "unknown config key 'objective.temprature'" in capsys.readouterr().err
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(base):
+def test_with_the_ratio_guard_off_a_nan_loss_still_stops_at_the_step_it_appears(base):
     base.update(max_steps=6, checkpoint={"every_steps": 2, "keep": 3, "async_save": False})
-    good = run(load_config(base=base), progress=False, stop_after=3)
+    run(load_config(base=base), progress=False, stop_after=3)
     saved = sorted(int(d) for d in os.listdir(os.path.join(base["output_dir"], "checkpoints")) if d.isdigit())
     assert saved == [2, 3]
-    # An absurd learning rate drives the loss to inf/NaN: the step must refuse the update and the
-    # run must stop with the checkpoints intact.
-    base["optim"]["lr"] = 1e30
+    # An absurd learning rate with the divergence guard off (tests/training/test_update_guards.py
+    # tests it on): step 4 applies weights of ~1e30, step 5's loss is not finite. The run must
+    # refuse that update and stop, naming the newest checkpoint, with the checkpoints intact.
+    base["optim"].update(lr=1e30, max_update_ratio=0)
     base["checkpoint"]["every_steps"] = 100
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss or gradient at micro-step \d+"):
-        run(load_config(base=base), progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"^optimiser step 5: the loss, the gradient norm or an updated "
+                                                 r"parameter is not finite .* The newest checkpoint is "
+                                                 r".*/checkpoints/3 \(optimiser step 3\)"):
+        run(load_config(base=base), progress=False, resume_anyway=True)
     after = sorted(int(d) for d in os.listdir(os.path.join(base["output_dir"], "checkpoints")) if d.isdigit())
     assert after == saved
     assert not os.path.exists(os.path.join(base["output_dir"], "final"))
-    del good
 
 
 def test_a_non_finite_step_does_not_touch_the_state():

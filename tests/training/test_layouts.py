@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from mdu_jax.checkpoints import load_pretrained
 from mdu_jax.training.config import load_config
 from mdu_jax.training import run
 from tests.training.helpers import setup_run
@@ -56,7 +57,18 @@ def test_layout_matches_one_device(results, name):
 
 
 @pytest.mark.slow
-def test_training_changes_the_parameters(results):
-    _, params = results["1 device"]
-    losses, _ = results["1 device"]
-    assert np.all(np.isfinite(losses)) and losses[-1] != losses[0]
+def test_training_changes_the_parameters(results, tmp_path):
+    """Every weight matrix moves from its initial value by about what Adam's steps at lr 1e-3 make
+    (step 1 has lr 0 in the warmup; each later step moves an element by up to ~lr): a run at lr 0,
+    or one that never applies its updates, fails. Losses alone cannot tell: each step draws new masks."""
+    base = setup_run(tmp_path, "dream")  # the seeded checkpoint the layouts start from, written again
+    _, initial, _ = load_pretrained(base["model"]["path"], dtype="float32", param_dtype="float32")
+    losses, params = results["1 device"]
+    assert np.all(np.isfinite(losses))
+    for path, before in jax.tree_util.tree_leaves_with_path(jax.device_get(initial)):
+        after = params
+        for k in path:
+            after = after[k.key]
+        moved = float(np.max(np.abs(np.asarray(after, np.float64) - np.asarray(before, np.float64))))
+        if np.ndim(before) >= 2:
+            assert moved > 1e-4, (jax.tree_util.keystr(path), moved)
