@@ -40,6 +40,7 @@ def test_the_kernel_runs_several_blocks():
     assert layers.splash_block_size(T) == 128 and T // 128 == 3
 
 
+@pytest.mark.slow  # interpret mode over 3 x 3 blocks with gradients: ~20 s per case
 @pytest.mark.parametrize("kind", ["llada", "dream"])
 def test_splash_equals_xla_across_blocks_with_padded_blocks(interpret, kind):
     attn = np.zeros((B, T), np.int32)

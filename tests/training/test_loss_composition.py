@@ -27,6 +27,9 @@ from mdu_jax.training.config import METHODS, ObjectiveSection
 from mdu_jax.training.loss import make_loss_fn
 from tests.training.loss_helpers import assert_trees_close, tiny_batch, tiny_config, tiny_params
 
+# One compiled program per case with both compositions (and their gradients): minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 RTOL, ATOL = 1e-5, 1e-6
 # Non-default settings, so a composition that reads the wrong field (or a default) shows.
 OBJECTIVE = dict(tau=0.5, eta=0.2, retain_weight=0.7, npo_beta=0.3, simnpo_gamma=0.4, dpo_beta=0.6)
