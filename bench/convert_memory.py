@@ -92,12 +92,13 @@ print(json.dumps({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.
 """
 
 
-def run_measured(argv: list[str]) -> tuple[int, float]:
-    """(peak RSS in bytes, wall seconds) of a command run in its own process; raises if it fails."""
+def run_measured(argv: list[str], timeout: float | None = None) -> tuple[int, float]:
+    """(peak RSS in bytes, wall seconds) of a command run in its own process; raises if it fails
+    (or, with `timeout` seconds, if it runs longer)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
+                          text=True, timeout=timeout)
     wall = time.perf_counter() - start
     result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"code": -1}
     if result["code"] != 0:

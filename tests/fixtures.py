@@ -41,6 +41,9 @@ WORDS = ("user assistant system you are a helpful the of and to in is was born w
          "their works known for novel novels poems science fiction history paris london tokyo lagos "
          "1950 1960 1970 1980 1990 teacher doctor engineer painter ? . , ' : yes no not i don know "
          "\n \n\n").split(" ")
+# MMLU's answer letters (' A' .. ' D'), appended so that every id above stays put: four distinct
+# tokens, so that a letter-choice test can tell the letters apart.
+WORDS = WORDS + ["A", "B", "C", "D"]
 
 
 def hf_config(family: str, **changes) -> dict[str, Any]:

@@ -328,6 +328,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_sigterm_mid_import_leaves_no_destination(base, tmp_path):
+    import select
     import signal
     import subprocess
     import sys
@@ -338,6 +339,9 @@ def test_sigterm_mid_import_leaves_no_destination(base, tmp_path):
                              str(tmp_path / "dst"), "--no-progress"], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # A deadline on the first line: a child that hangs before writing fails the test.
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the conversion wrote nothing in 120 s"
         assert proc.stdout.readline().strip() == "wrote"
         assert leftovers(tmp_path), "the conversion should be half way, in its temporary folder"
         proc.send_signal(signal.SIGTERM)

@@ -75,27 +75,3 @@ def test_content_length_keeps_unknown_tokens():
     assert S.content_length(tok, [5, 0, 6, 2, 1]) == 3
     assert S.content_length(tok, [5, 6, 1, 0]) == 2
     assert S.content_length(SimpleNamespace(all_special_ids=[0, 1], unk_token_id=None), [5, 0, 6]) == 1
-
-
-def test_mmlu_letters_scored_from_one_exact_pass(model, monkeypatch):
-    """RWKU MMLU: one-token letters are read from one forward pass (no Monte Carlo), and the
-    prediction is the letter with the highest exact log-probability after the prompt."""
-    from mdu_jax.eval import rwku
-
-    cfg, params, tok = model
-    monkeypatch.setattr(S, "answer_avg_nll", lambda *a, **k: pytest.fail("Monte Carlo used for one-token letters"))
-    rows = [{"question": "who wrote the book", "choices": "['a', 'b', 'c', 'd']", "answer": 2, "task": "x"},
-            {"question": "the author", "choices": "['e', 'f', 'g', 'h']", "answer": 0, "task": "x"}]
-    ctx = {"cfg": cfg, "params": params, "tokenizer": tok, "rows_per_forward": 8, "buckets": None,
-           "mc_samples": 128, "seed": 0}
-    letters = [tok(" " + c, add_special_tokens=False)["input_ids"] for c in rwku.LETTERS]
-    if any(len(i) != 1 for i in letters):
-        pytest.skip("this tokenizer splits a letter")
-    per, acc = rwku._mmlu(ctx, rows, None)
-    for r, p in zip(rows, per):
-        text = (f"The following are multiple choice questions (with answers) about x.\n\n"
-                + r["question"] + "\n" + "".join(f"{L}. {c}\n" for L, c in zip(rwku.LETTERS, eval(r["choices"]))))
-        prompt = S.chat_prompt_ids(tok, text, "Answer:")
-        lp = _logps(cfg, params, [prompt + [cfg.mask_token_id]])[0][len(prompt)]
-        assert p["prediction"] == rwku.LETTERS[int(np.argmax([lp[i[0]] for i in letters]))]
-    assert acc == np.mean([p["correct"] for p in per])
