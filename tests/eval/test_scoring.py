@@ -91,7 +91,8 @@ def test_mmlu_letters_scored_from_one_exact_pass(model, monkeypatch):
     letters = [tok(" " + c, add_special_tokens=False)["input_ids"] for c in rwku.LETTERS]
     if any(len(i) != 1 for i in letters):
         pytest.skip("this tokenizer splits a letter")
-    per, acc = rwku._mmlu(ctx, rows, None)
+    per, aggs = rwku._mmlu_stage(ctx, rows).run(lambda n: None)
+    acc = aggs["mmlu_acc"]
     for r, p in zip(rows, per):
         text = (f"The following are multiple choice questions (with answers) about x.\n\n"
                 + r["question"] + "\n" + "".join(f"{L}. {c}\n" for L, c in zip(rwku.LETTERS, eval(r["choices"]))))
