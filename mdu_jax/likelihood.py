@@ -18,7 +18,13 @@ Dream needs nothing special: ``forward`` already right-shifts its logits, so the
 answer position i is read at i, as Dream's own evaluation does after its shift.
 
 Randomness: sample s of pair n draws from ``fold_in(fold_in(key(seed), n), ...)``: the value
-of a pair depends on the seed, its index in ``pairs`` and the options, not on batching.
+of a pair depends on the seed, its index in ``pairs`` and the options, not on batching (nor on
+the number of answer slots of the program: jax's partitionable threefry gives the first L
+uniforms of a longer draw unchanged).
+
+Batching (``likelihood_batches``): the Monte Carlo rows of all pairs whose ``[prompt | answer]``
+falls in one length bucket share one compiled program, with answer slots for the longest answer
+of the group, and run ``rows_per_forward`` at a time (fewer for a small group: ``batch_bucket``).
 One deliberate difference from LLaDA's code: the stratification offset round(j L / b) rounds
 halves up. LLaDA rounds ``k + j L / b`` half to even, which makes the count depend on the parity
 of k and its distribution non-uniform when j L / b is a half-integer (a small bias); with a
@@ -27,9 +33,9 @@ constant offset every row's count is exactly U{1..L} and the estimator is unbias
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections import defaultdict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +43,7 @@ import numpy as np
 
 from mdu_jax.models.config import ModelConfig
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
-from mdu_jax.sampling.prompts import bucket_length
+from mdu_jax.sampling.prompts import batch_bucket, bucket_length
 
 ESTIMATORS = ("llada", "eq14")
 
@@ -132,48 +138,78 @@ def _as_pairs(cfg: ModelConfig, pairs) -> list[tuple[list[int], list[int]]]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class LikelihoodBatch:
+    """One forward pass of ``row_scores``: ``rows`` (pair index, sample index) padded to
+    ``padded_rows`` rows of ``length`` tokens, with ``answer_slots`` answer slots."""
+
+    length: int
+    answer_slots: int
+    padded_rows: int
+    rows: tuple[tuple[int, int], ...]
+
+
+def likelihood_batches(lengths: Sequence[tuple[int, int]], *, mc_samples: int, rows_per_forward: int,
+                       buckets: Sequence[int] | None = None) -> list[LikelihoodBatch]:
+    """The forward passes that score pairs of these (prompt length, answer length), in order.
+
+    Pairs group by the bucket of prompt + answer length (an empty answer needs no pass); a
+    group's answer slots are the bucket of its longest answer; its ``n * mc_samples`` rows run
+    ``batch_bucket(n * mc_samples, rows_per_forward)`` at a time, the last pass padded.
+    """
+    if rows_per_forward < 1:
+        raise ValueError(f"rows_per_forward: expected >= 1, got {rows_per_forward!r}")
+    groups: dict[int, list[int]] = {}
+    for n, (prompt, answer) in enumerate(lengths):
+        if answer:
+            groups.setdefault(bucket_length(prompt + answer, buckets), []).append(n)
+    out = []
+    for T, members in sorted(groups.items()):
+        A = min(T, max(bucket_length(lengths[n][1], buckets) for n in members))
+        rows = [(n, s) for n in members for s in range(mc_samples)]
+        R = batch_bucket(len(rows), rows_per_forward)
+        out += [LikelihoodBatch(T, A, R, tuple(rows[lo:lo + R])) for lo in range(0, len(rows), R)]
+    return out
+
+
 def _estimate(cfg: ModelConfig, params, pairs, *, estimator: str, mc_samples: int, group: int, seed: int,
-              cfg_scale: float, rows_per_forward: int, buckets) -> np.ndarray:
+              cfg_scale: float, rows_per_forward: int, buckets,
+              on_forward: Callable[[int], None] | None = None) -> np.ndarray:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: unknown {estimator!r}; expected one of {ESTIMATORS}")
     if mc_samples < 1:
         raise ValueError(f"mc_samples: expected >= 1, got {mc_samples!r}")
-    if rows_per_forward < 1:
-        raise ValueError(f"rows_per_forward: expected >= 1, got {rows_per_forward!r}")
     pairs = _as_pairs(cfg, pairs)
     totals = np.zeros(len(pairs), dtype=np.float64)
-    by_bucket: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for n, (prompt, answer) in enumerate(pairs):
-        if answer:  # an empty answer scores 0, as in MDU's compute_eq14_loss
-            key = (bucket_length(len(prompt) + len(answer), buckets), bucket_length(len(answer), buckets))
-            by_bucket[key].append(n)
-    R = int(rows_per_forward)
-    for (T, A), members in sorted(by_bucket.items()):
-        rows = [(n, s) for n in members for s in range(mc_samples)]
-        for start in range(0, len(rows), R):
-            chunk = rows[start:start + R]
-            padded = chunk + [chunk[0]] * (R - len(chunk))
-            ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
-            attn = np.zeros((R, T), dtype=np.int32)
-            P = np.zeros(R, dtype=np.int32)
-            L = np.zeros(R, dtype=np.int32)
-            for r, (n, _) in enumerate(padded):
-                seq = pairs[n][0] + pairs[n][1]
-                ids[r, :len(seq)] = seq
-                attn[r, :len(seq)] = 1
-                P[r], L[r] = len(pairs[n][0]), len(pairs[n][1])
-            pair_ids = np.asarray([n for n, _ in padded], dtype=np.int32)
-            sample_ids = np.asarray([s for _, s in padded], dtype=np.int32)
-            scores = np.asarray(row_scores(cfg, cfg_scale > 0, A, params, ids, attn, P, L, pair_ids, sample_ids,
-                                           np.uint32(seed), estimator == "llada", np.int32(group),
-                                           np.float32(cfg_scale)), dtype=np.float64)
-            np.add.at(totals, pair_ids[:len(chunk)], scores[:len(chunk)])
+    # An empty answer needs no pass and scores 0, as in MDU's compute_eq14_loss.
+    batches = likelihood_batches([(len(p), len(a)) for p, a in pairs], mc_samples=mc_samples,
+                                 rows_per_forward=rows_per_forward, buckets=buckets)
+    for b in batches:
+        R, T, chunk = b.padded_rows, b.length, list(b.rows)
+        padded = chunk + [chunk[0]] * (R - len(chunk))
+        ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
+        attn = np.zeros((R, T), dtype=np.int32)
+        P = np.zeros(R, dtype=np.int32)
+        L = np.zeros(R, dtype=np.int32)
+        for r, (n, _) in enumerate(padded):
+            seq = pairs[n][0] + pairs[n][1]
+            ids[r, :len(seq)] = seq
+            attn[r, :len(seq)] = 1
+            P[r], L[r] = len(pairs[n][0]), len(pairs[n][1])
+        pair_ids = np.asarray([n for n, _ in padded], dtype=np.int32)
+        sample_ids = np.asarray([s for _, s in padded], dtype=np.int32)
+        scores = np.asarray(row_scores(cfg, cfg_scale > 0, b.answer_slots, params, ids, attn, P, L, pair_ids,
+                                       sample_ids, np.uint32(seed), estimator == "llada", np.int32(group),
+                                       np.float32(cfg_scale)), dtype=np.float64)
+        np.add.at(totals, pair_ids[:len(chunk)], scores[:len(chunk)])
+        if on_forward is not None:
+            on_forward(1)
     return totals / mc_samples
 
 
 def loglikelihood(cfg: ModelConfig, params, pairs: Sequence, *, mc_samples: int = 128, batch_size: int = 16,
                   seed: int = 0, cfg_scale: float = 0.0, rows_per_forward: int = 32,
-                  buckets: Sequence[int] | None = None) -> np.ndarray:
+                  buckets: Sequence[int] | None = None, on_forward: Callable[[int], None] | None = None) -> np.ndarray:
     """LLaDA's Monte Carlo estimate of log p(answer | prompt), float64 [N], summed over answer
     tokens (natural log; 0 for an empty answer).
 
@@ -181,19 +217,20 @@ def loglikelihood(cfg: ModelConfig, params, pairs: Sequence, *, mc_samples: int 
     groups of ``batch_size`` (LLaDA's ``batch_size``; must divide ``mc_samples``). For a
     one-token answer every sample is exact. ``cfg_scale`` > 0 adds classifier-free guidance.
     ``rows_per_forward`` rows, possibly from several pairs, share one compiled forward; pairs
-    are padded to ``buckets`` (default ``sampling.prompts.default_buckets``).
+    are padded to ``buckets`` (default ``sampling.prompts.default_buckets``); see
+    ``likelihood_batches``. ``on_forward(1)`` is called after each forward pass.
     """
     if batch_size < 1 or mc_samples % batch_size:
         raise ValueError(f"batch_size: {batch_size} must be >= 1 and divide mc_samples={mc_samples} "
                          "(the stratified groups of LLaDA's estimator)")
     nll = _estimate(cfg, params, pairs, estimator="llada", mc_samples=mc_samples, group=batch_size, seed=seed,
-                    cfg_scale=cfg_scale, rows_per_forward=rows_per_forward, buckets=buckets)
+                    cfg_scale=cfg_scale, rows_per_forward=rows_per_forward, buckets=buckets, on_forward=on_forward)
     return -nll
 
 
 def eq14_nll(cfg: ModelConfig, params, pairs: Sequence, *, mc_samples: int = 128, seed: int = 42,
              cfg_scale: float = 0.0, rows_per_forward: int = 32,
-             buckets: Sequence[int] | None = None) -> np.ndarray:
+             buckets: Sequence[int] | None = None, on_forward: Callable[[int], None] | None = None) -> np.ndarray:
     """MDU's Eq. 14 estimate of the per-token average NLL of each answer, float64 [N] (nats per
     token; MDU's probability is ``exp(-nll)``; 0 for an empty answer).
 
@@ -202,7 +239,8 @@ def eq14_nll(cfg: ModelConfig, params, pairs: Sequence, *, mc_samples: int = 128
     in ``loglikelihood``.
     """
     return _estimate(cfg, params, pairs, estimator="eq14", mc_samples=mc_samples, group=1, seed=seed,
-                     cfg_scale=cfg_scale, rows_per_forward=rows_per_forward, buckets=buckets)
+                     cfg_scale=cfg_scale, rows_per_forward=rows_per_forward, buckets=buckets, on_forward=on_forward)
 
 
-__all__ = ["loglikelihood", "eq14_nll", "row_scores", "stratified_count", "ESTIMATORS"]
+__all__ = ["loglikelihood", "eq14_nll", "row_scores", "stratified_count", "likelihood_batches", "LikelihoodBatch",
+           "ESTIMATORS"]

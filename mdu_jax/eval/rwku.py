@@ -59,17 +59,21 @@ What each set does under each profile:
 Masked diffusion adaptation: rwku-profile likelihoods come from the MDLM estimator
 (``scoring``); the mdu profile's TruthfulQA uses the script's autoregressive score as written
 (see ``sequence_ar_nll``).
+
+Running: every set is a stage (``stages``) whose forward passes are planned before anything runs,
+with the same batching functions the run uses; the plan (passes and share of the model FLOPs per
+stage) is logged up front, each stage has a progress bar counting its passes, and the result's
+``stages`` records each stage's seconds and XLA compilations. Generations cut at EOS / end of
+turn stop as soon as every text of a batch has ended (the same texts; ``generate``'s
+``stop_early``).
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mdu_jax import metrics as M
@@ -77,10 +81,10 @@ from mdu_jax.data.encoding import DataError
 from mdu_jax.data.sources import load_rwku
 from mdu_jax.eval import results as R
 from mdu_jax.eval import scoring as S
+from mdu_jax.eval.ar_nll import ar_nll_batches, ar_programs, sequence_ar_nll  # noqa: F401 (public here too)
+from mdu_jax.eval.stages import Passes, Stage, run_stages
 from mdu_jax.models.config import ModelConfig
-from mdu_jax.models.transformer import hidden_states, logits_from_hidden
-from mdu_jax.sampling import generate
-from mdu_jax.sampling.prompts import bucket_length
+from mdu_jax.sampling import generate, make_spec
 
 PROFILES = ("rwku", "mdu")
 PROBE_SETS = ("forget_level1", "forget_level2", "forget_level3", "neighbor_level1", "neighbor_level2")
@@ -154,84 +158,19 @@ def chat_ids(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) -
 def mdu_generations(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[int]], *, gen_length: int,
                     steps: int, block_length: int | None = None, algorithm: str | None = None,
                     schedule: str = "official", batch_size: int = 32, buckets: Sequence[int] | None = None,
-                    progress=None, chunk: int = 128) -> list[str]:
+                    chunk: int = 128, on_forward: Callable[[int], None] | None = None) -> list[str]:
     """Greedy generations decoded as MDU's RWKU script does: all ``gen_length`` generated tokens
-    with special tokens skipped (nothing is cut at EOS / end of turn), stripped. ``progress``
-    (a tqdm bar) advances per prompt."""
+    with special tokens skipped (nothing is cut at EOS / end of turn), stripped. ``chunk``
+    prompts per ``generate`` call (the batches of ``scoring.generation_batches``);
+    ``on_forward(n)`` after each segment of denoising steps."""
     texts: list[str] = []
     for lo in range(0, len(prompts), chunk):
-        part = list(prompts[lo:lo + chunk])
-        out = generate(cfg, params, part, tokenizer=tokenizer, gen_length=gen_length, steps=steps,
-                       block_length=block_length, temperature=0.0, algorithm=algorithm, schedule=schedule,
-                       batch_size=batch_size, stop_token_ids=(), prompt_buckets=buckets)
+        out = generate(cfg, params, list(prompts[lo:lo + chunk]), tokenizer=tokenizer, gen_length=gen_length,
+                       steps=steps, block_length=block_length, temperature=0.0, algorithm=algorithm,
+                       schedule=schedule, batch_size=batch_size, stop_token_ids=(), prompt_buckets=buckets,
+                       on_forward=on_forward)
         texts += [t.strip() for t in out.texts]
-        if progress is not None:
-            progress.update(len(part))
     return texts
-
-
-_AR_TRACES = [0]
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _ar_nll_sums(cfg: ModelConfig, params, input_ids, attention_mask):
-    """float32 [R] summed next-token NLL and [R] number of scored tokens (see ``sequence_ar_nll``)."""
-    _AR_TRACES[0] += 1  # runs once per trace
-    h = hidden_states(cfg, params, input_ids, attention_mask)
-    # The script's logits[:-1] vs ids[1:] on the model's raw output. forward() already shifts
-    # Dream right by one (our position i holds raw position i-1), so Dream's raw logits[:-1] are
-    # our [1:]; LLaDA's raw logits are ours, taken literally.
-    h = h[:, 1:] if cfg.shifts_logits else h[:, :-1]
-    logits = logits_from_hidden(cfg, params, h).astype(jnp.float32)
-    targets = input_ids[:, 1:]
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    valid = attention_mask[:, 1:] > 0
-    # where, not a product: Dream's fully masked padding rows need not be finite.
-    nll = jnp.where(valid, jax.nn.logsumexp(logits, axis=-1) - target_logit, 0.0)
-    return jnp.sum(nll, axis=-1), jnp.sum(valid.astype(jnp.float32), axis=-1)
-
-
-def ar_programs() -> int:
-    """How many ``sequence_ar_nll`` programs have been traced (one per cfg, row count, bucket)."""
-    return _AR_TRACES[0]
-
-
-def sequence_ar_nll(cfg: ModelConfig, params, sequences: Sequence[list[int]], *, rows_per_forward: int = 64,
-                    buckets: Sequence[int] | None = None, progress=None) -> np.ndarray:
-    """float64 [N]: MDU's TruthfulQA score of each token sequence, the mean autoregressive NLL
-    (nats) over the whole sequence: one unmasked forward pass (no mask token anywhere) and
-    cross-entropy of the raw logits at positions 0..T-2 against tokens 1..T-1, divided by T-1.
-
-    MDU wrote this for Dream, whose raw logit at i predicts token i+1, so for Dream it is a true
-    next-token NLL (our logits[:, 1:] against ids[:, 1:]). For LLaDA it is the literal transfer of
-    the same recipe to LLaDA's native logits (logits[:, :-1] against ids[:, 1:]), whose position i
-    predicts token i itself: it is not a likelihood of the sequence, only what the script would
-    compute. Sequences are right-padded (attention mask 0) into ``rows_per_forward`` rows per
-    length bucket (``buckets``, default the sampler's ladder), so each bucket compiles once.
-    A one-token sequence scores 0.
-    """
-    out = np.zeros(len(sequences), dtype=np.float64)
-    by_bucket: dict[int, list[int]] = {}
-    for n, seq in enumerate(sequences):
-        if not seq:
-            raise ValueError(f"sequence_ar_nll: sequence {n} is empty")
-        by_bucket.setdefault(bucket_length(len(seq), buckets), []).append(n)
-    R = int(rows_per_forward)
-    for T, members in sorted(by_bucket.items()):
-        for lo in range(0, len(members), R):
-            chunk = members[lo:lo + R]
-            # Spare rows repeat the first sequence: an all-padding Dream row would mask every query.
-            padded = chunk + [chunk[0]] * (R - len(chunk))
-            ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
-            attn = np.zeros((R, T), dtype=np.int32)
-            for r, n in enumerate(padded):
-                ids[r, :len(sequences[n])] = sequences[n]
-                attn[r, :len(sequences[n])] = 1
-            total, count = (np.asarray(x, dtype=np.float64) for x in _ar_nll_sums(cfg, params, ids, attn))
-            out[chunk] = total[:len(chunk)] / np.maximum(count[:len(chunk)], 1.0)
-            if progress is not None:
-                progress.update(len(chunk))
-    return out
 
 
 def truthfulqa_mdu_sequences(tokenizer, row: dict) -> list[list[int]]:
@@ -243,7 +182,33 @@ def truthfulqa_mdu_sequences(tokenizer, row: dict) -> list[list[int]]:
             for c in target["choices"]]
 
 
-def _probes(ctx, config: str, rows: list[dict], bar) -> tuple[list[dict], float]:
+# Stages: each builder tokenises its set, plans its forward passes with the batching functions
+# the run itself uses (so the progress totals are exact), and returns the Stage whose run
+# scores the set: (per-example records, {aggregate name: value}).
+
+def _generation_passes(ctx, prompts: Sequence[list[int]], sampler: dict[str, Any]) -> list[Passes]:
+    spec = make_spec(ctx["cfg"], gen_length=sampler["gen_length"], steps=sampler["steps"],
+                     block_length=sampler["block_length"], algorithm=sampler["algorithm"],
+                     schedule=sampler["schedule"])
+    program = f"generate {spec.gen_length} tokens / {len(spec.plan)} steps"
+    return [Passes(program, len(spec.plan), b.rows, b.length, spec.gen_length)
+            for b in S.generation_batches(prompts, gen_length=spec.gen_length, batch_size=ctx["batch_size"],
+                                          buckets=ctx["buckets"])]
+
+
+def _generation_work(sampler: dict[str, Any], what: str, cut: bool) -> str:
+    block = f", blocks of {sampler['block_length']}" if sampler.get("block_length") else ""
+    stop = " (or until every text ended)" if cut else ""
+    return f"generate {sampler['gen_length']} tokens, {sampler['steps']} steps{block}{stop}; {what}"
+
+
+def _likelihood_passes(ctx, pairs) -> list[Passes]:
+    return [Passes(f"likelihood {b.answer_slots} answer slots", 1, b.padded_rows, b.length, b.answer_slots)
+            for b in S.answer_nll_batches(pairs, mc_samples=ctx["mc_samples"],
+                                          rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"])]
+
+
+def _probe_stage(ctx, config: str, rows: list[dict]) -> Stage:
     tok, profile = ctx["tokenizer"], ctx["profile"]
     level = int(config[-1])
     for i, r in enumerate(rows):
@@ -252,59 +217,77 @@ def _probes(ctx, config: str, rows: list[dict], bar) -> tuple[list[dict], float]
                 raise DataError(f"RWKU {config} row {i}: missing {key!r}")
     if profile == "rwku":
         prompts = [S.chat_prompt_ids(tok, *probe_prompt(r, level)) for r in rows]
-        gens = S.generate_texts(ctx["cfg"], ctx["params"], tok, prompts, batch_size=ctx["batch_size"],
-                                cut_newline=True, progress=bar, buckets=ctx["buckets"], **ctx["sampler"])
     else:
-        gens = _mdu_generate(ctx, [S.chat_prompt_ids(tok, r["query"]) for r in rows], bar)
-    per = []
-    for i, (r, g) in enumerate(zip(rows, gens)):
+        prompts = [S.chat_prompt_ids(tok, r["query"]) for r in rows]
+
+    def run(on_forward):
         if profile == "rwku":
-            g = g or "NOANSWER"
-            score = M.rwku_rouge_l_recall(g, r["answer"])
+            gens = S.generate_texts(ctx["cfg"], ctx["params"], tok, prompts, batch_size=ctx["batch_size"],
+                                    cut_newline=True, buckets=ctx["buckets"], on_forward=on_forward, **ctx["sampler"])
         else:
-            score = M.rouge_scores(r["answer"], g)["rougeL_recall"]
-        per.append({"index": i, "query": r["query"], "answer": r["answer"], "type": r.get("type"),
-                    "generation": g, "rougeL_recall": score})
-    return per, float(np.mean([p["rougeL_recall"] for p in per]))
+            gens = _mdu_generate(ctx, prompts, on_forward)
+        per = []
+        for i, (r, g) in enumerate(zip(rows, gens)):
+            if profile == "rwku":
+                g = g or "NOANSWER"
+                score = M.rwku_rouge_l_recall(g, r["answer"])
+            else:
+                score = M.rouge_scores(r["answer"], g)["rougeL_recall"]
+            per.append({"index": i, "query": r["query"], "answer": r["answer"], "type": r.get("type"),
+                        "generation": g, "rougeL_recall": score})
+        return per, {config: float(np.mean([p["rougeL_recall"] for p in per]))}
+
+    return Stage(config, len(rows), _generation_work(ctx["sampler"], "ROUGE-L recall", profile == "rwku"),
+                 _generation_passes(ctx, prompts, ctx["sampler"]), run)
 
 
-def _mia(ctx, rows_fm, rows_rm, max_tokens: int, bar) -> tuple[dict, dict]:
+def _mia_stage(ctx, rows_fm, rows_rm, max_tokens: int) -> Stage:
     cfg, tok = ctx["cfg"], ctx["tokenizer"]
     prefix = [int(cfg.bos_token_id)] if cfg.bos_token_id is not None and 0 <= cfg.bos_token_id < cfg.vocab_size else []
     if cfg.family == "dream" and not prefix:
         raise ValueError("RWKU MIA: Dream needs a BOS token to score a text from its first token")
     texts = [r["text"] for r in rows_fm + rows_rm]
     pairs = [(prefix, [int(t) for t in tok(t, add_special_tokens=False)["input_ids"]][:max_tokens]) for t in texts]
-    nll = S.answer_avg_nll(cfg, ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
-                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
-                           progress=bar)
     nf = len(rows_fm)
-    rec = [{"avg_nll": float(v), "tokens": len(p[1])} for v, p in zip(nll, pairs)]
-    per = {"mia_forget": [dict(index=i, **r) for i, r in enumerate(rec[:nf])],
-           "mia_retain": [dict(index=i, **r) for i, r in enumerate(rec[nf:])]}
-    aggs = {"mia_forget_loss": float(np.mean(nll[:nf])), "mia_retain_loss": float(np.mean(nll[nf:]))}
-    return per, aggs
+
+    def run(on_forward):
+        nll = S.answer_avg_nll(cfg, ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
+                               seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
+                               on_forward=on_forward)
+        rec = [{"avg_nll": float(v), "tokens": len(p[1])} for v, p in zip(nll, pairs)]
+        per = {"mia_forget": [dict(index=i, **r) for i, r in enumerate(rec[:nf])],
+               "mia_retain": [dict(index=i, **r) for i, r in enumerate(rec[nf:])]}
+        return per, {"mia_forget_loss": float(np.mean(nll[:nf])), "mia_retain_loss": float(np.mean(nll[nf:]))}
+
+    work = f"{ctx['mc_samples']} Monte Carlo rows per text ({nf} forget + {len(rows_rm)} retain); mean NLL"
+    return Stage("mia", len(texts), work, _likelihood_passes(ctx, pairs), run)
 
 
-def _mdu_generate(ctx, prompts, bar, **overrides) -> list[str]:
+def _mdu_generate(ctx, prompts, on_forward, **overrides) -> list[str]:
     sampler = {**ctx["sampler"], **overrides}
     return mdu_generations(ctx["cfg"], ctx["params"], ctx["tokenizer"], prompts, batch_size=ctx["batch_size"],
-                           buckets=ctx["buckets"], progress=bar, **sampler)
+                           buckets=ctx["buckets"], on_forward=on_forward, **sampler)
 
 
-def _mmlu_mdu(ctx, rows, bar) -> tuple[list[dict], float]:
+def _mmlu_mdu_stage(ctx, rows) -> Stage:
     prompts = [S.chat_prompt_ids(ctx["tokenizer"], mdu_mmlu_prompt(r)) for r in rows]
     # One LLaDA block of 5 (a longer block from the probes' settings would not divide it).
-    gens = _mdu_generate(ctx, prompts, bar, gen_length=MDU_MMLU_NEW_TOKENS, block_length=None)
-    per = []
-    for i, (r, g) in enumerate(zip(rows, gens)):
-        g = g.strip()
-        pred, gold = g[:1].upper(), LETTERS[int(r["answer"])]
-        per.append({"index": i, "generation": g, "prediction": pred, "answer": gold, "correct": int(pred == gold)})
-    return per, float(np.mean([p["correct"] for p in per]))
+    sampler = {**ctx["sampler"], "gen_length": MDU_MMLU_NEW_TOKENS, "block_length": None}
+
+    def run(on_forward):
+        gens = _mdu_generate(ctx, prompts, on_forward, gen_length=MDU_MMLU_NEW_TOKENS, block_length=None)
+        per = []
+        for i, (r, g) in enumerate(zip(rows, gens)):
+            g = g.strip()
+            pred, gold = g[:1].upper(), LETTERS[int(r["answer"])]
+            per.append({"index": i, "generation": g, "prediction": pred, "answer": gold, "correct": int(pred == gold)})
+        return per, {"mmlu_acc": float(np.mean([p["correct"] for p in per]))}
+
+    return Stage("mmlu", len(rows), _generation_work(sampler, "first character = the gold letter", False),
+                 _generation_passes(ctx, prompts, sampler), run)
 
 
-def _truthfulqa_mdu(ctx, rows, bar) -> tuple[list[dict], float]:
+def _truthfulqa_mdu_stage(ctx, rows) -> Stage:
     seqs, spans, gold = [], [], []
     for r in rows:
         labels = list(_literal(r["mc1_targets"])["labels"])
@@ -312,29 +295,42 @@ def _truthfulqa_mdu(ctx, rows, bar) -> tuple[list[dict], float]:
         seqs += truthfulqa_mdu_sequences(ctx["tokenizer"], r)
         spans.append((start, len(seqs)))
         gold.append(labels.index(1) if 1 in labels else 0)
-    nll = sequence_ar_nll(ctx["cfg"], ctx["params"], seqs, rows_per_forward=ctx["rows_per_forward"],
-                          buckets=ctx["buckets"])
-    per = []
-    for i, ((lo, hi), g) in enumerate(zip(spans, gold)):
-        pick = int(np.argmin(nll[lo:hi]))  # the first of equal scores, as the script's strict '<'
-        per.append({"index": i, "nll": [float(v) for v in nll[lo:hi]], "prediction": pick, "answer": g,
-                    "correct": int(pick == g)})
-    bar.update(len(rows))
-    return per, float(np.mean([p["correct"] for p in per]))
+
+    def run(on_forward):
+        nll = sequence_ar_nll(ctx["cfg"], ctx["params"], seqs, rows_per_forward=ctx["rows_per_forward"],
+                              buckets=ctx["buckets"], on_forward=on_forward)
+        per = []
+        for i, ((lo, hi), g) in enumerate(zip(spans, gold)):
+            pick = int(np.argmin(nll[lo:hi]))  # the first of equal scores, as the script's strict '<'
+            per.append({"index": i, "nll": [float(v) for v in nll[lo:hi]], "prediction": pick, "answer": g,
+                        "correct": int(pick == g)})
+        return per, {"truthfulqa_mc1": float(np.mean([p["correct"] for p in per]))}
+
+    passes = [Passes("autoregressive NLL", 1, b.padded_rows, b.length, b.length - 1)
+              for b in ar_nll_batches([len(s) for s in seqs], rows_per_forward=ctx["rows_per_forward"],
+                                      buckets=ctx["buckets"])]
+    return Stage("truthfulqa", len(rows), f"one unmasked row per choice ({len(seqs)} choices); lowest NLL",
+                 passes, run)
 
 
-def _triviaqa_mdu(ctx, rows, bar) -> tuple[list[dict], dict[str, float]]:
-    gens = _mdu_generate(ctx, [S.chat_prompt_ids(ctx["tokenizer"], r["question"]) for r in rows], bar)
-    per = []
-    for i, (r, g) in enumerate(zip(rows, gens)):
-        g, answers = g.strip(), _literal(r["answers"])
-        per.append({"index": i, "generation": g, "em": float(any(a.lower() in g.lower() for a in answers)),
-                    "f1": M.token_f1(g, answers)})
-    return per, {"triviaqa_em": float(np.mean([p["em"] for p in per])),
-                 "triviaqa_f1": float(np.mean([p["f1"] for p in per]))}
+def _triviaqa_mdu_stage(ctx, rows) -> Stage:
+    prompts = [S.chat_prompt_ids(ctx["tokenizer"], r["question"]) for r in rows]
+
+    def run(on_forward):
+        gens = _mdu_generate(ctx, prompts, on_forward)
+        per = []
+        for i, (r, g) in enumerate(zip(rows, gens)):
+            g, answers = g.strip(), _literal(r["answers"])
+            per.append({"index": i, "generation": g, "em": float(any(a.lower() in g.lower() for a in answers)),
+                        "f1": M.token_f1(g, answers)})
+        return per, {"triviaqa_em": float(np.mean([p["em"] for p in per])),
+                     "triviaqa_f1": float(np.mean([p["f1"] for p in per]))}
+
+    return Stage("triviaqa", len(rows), _generation_work(ctx["sampler"], "alias substring EM, token F1", False),
+                 _generation_passes(ctx, prompts, ctx["sampler"]), run)
 
 
-def _mmlu(ctx, rows, bar) -> tuple[list[dict], float]:
+def _mmlu_stage(ctx, rows) -> Stage:
     tok = ctx["tokenizer"]
     letter_ids = [[int(t) for t in tok(" " + c, add_special_tokens=False)["input_ids"]] for c in LETTERS]
 
@@ -351,23 +347,37 @@ def _mmlu(ctx, rows, bar) -> tuple[list[dict], float]:
         prompt = S.chat_prompt_ids(tok, text + block(r["question"], choices), "Answer:")
         pairs += [(prompt, ids) for ids in letter_ids]
         gold.append(int(r["answer"]))
-    if all(len(i) == 1 for i in letter_ids):
-        # One masked position: log p(letter | prompt) is exact from one forward pass, so the Monte
-        # Carlo estimator (mc_samples identical passes per letter) would only cost time.
-        stats = S.teacher_forced(ctx["cfg"], ctx["params"], pairs, rows_per_forward=ctx["rows_per_forward"],
-                                 buckets=ctx["buckets"], progress=bar)
-        ll = np.asarray([s["logp"][0] for s in stats])
+    # One masked position: log p(letter | prompt) is exact from one forward pass, so the Monte
+    # Carlo estimator (mc_samples identical passes per letter) would only cost time.
+    exact = all(len(i) == 1 for i in letter_ids)
+
+    def run(on_forward):
+        if exact:
+            stats = S.teacher_forced(ctx["cfg"], ctx["params"], pairs, rows_per_forward=ctx["rows_per_forward"],
+                                     buckets=ctx["buckets"], on_forward=on_forward)
+            ll = np.asarray([s["logp"][0] for s in stats])
+        else:
+            ll = -S.answer_avg_nll(ctx["cfg"], ctx["params"], pairs, estimator="llada",
+                                   mc_samples=ctx["mc_samples"], seed=ctx["seed"],
+                                   rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
+                                   on_forward=on_forward)
+        ll = ll.reshape(len(rows), 4) * np.asarray([len(i) for i in letter_ids])
+        per = [{"index": i, "prediction": LETTERS[int(np.argmax(s))], "answer": LETTERS[g],
+                "correct": int(np.argmax(s) == g)} for i, (s, g) in enumerate(zip(ll, gold))]
+        return per, {"mmlu_acc": float(np.mean([p["correct"] for p in per]))}
+
+    if exact:
+        passes = [Passes("masked-token log-probabilities", 1, b.padded_rows, b.length, 1)
+                  for b in S.teacher_forced_batches(pairs, rows_per_forward=ctx["rows_per_forward"],
+                                                    buckets=ctx["buckets"])]
+        work = "5-shot; one exact row per letter; best letter"
     else:
-        ll = -S.answer_avg_nll(ctx["cfg"], ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
-                               seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
-                               progress=bar)
-    ll = ll.reshape(len(rows), 4) * np.asarray([len(i) for i in letter_ids])
-    per = [{"index": i, "prediction": LETTERS[int(np.argmax(s))], "answer": LETTERS[g],
-            "correct": int(np.argmax(s) == g)} for i, (s, g) in enumerate(zip(ll, gold))]
-    return per, float(np.mean([p["correct"] for p in per]))
+        passes = _likelihood_passes(ctx, pairs)
+        work = f"5-shot; {ctx['mc_samples']} Monte Carlo rows per letter; best letter"
+    return Stage("mmlu", len(rows), work, passes, run)
 
 
-def _truthfulqa(ctx, rows, bar) -> tuple[list[dict], float]:
+def _truthfulqa_stage(ctx, rows) -> Stage:
     tok = ctx["tokenizer"]
     pairs, spans, gold = [], [], []
     for r in rows:
@@ -378,18 +388,23 @@ def _truthfulqa(ctx, rows, bar) -> tuple[list[dict], float]:
                   for c in target["choices"]]
         spans.append((start, len(pairs)))
         gold.append(list(target["labels"]).index(1))
-    avg = S.answer_avg_nll(ctx["cfg"], ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
-                           seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
-                           progress=bar)
-    total = -avg * np.asarray([max(1, len(a)) for _, a in pairs])  # summed log-likelihood
-    per = []
-    for i, ((lo, hi), g) in enumerate(zip(spans, gold)):
-        pick = int(np.argmax(total[lo:hi]))
-        per.append({"index": i, "prediction": pick, "answer": g, "correct": int(pick == g)})
-    return per, float(np.mean([p["correct"] for p in per]))
+
+    def run(on_forward):
+        avg = S.answer_avg_nll(ctx["cfg"], ctx["params"], pairs, estimator="llada", mc_samples=ctx["mc_samples"],
+                               seed=ctx["seed"], rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"],
+                               on_forward=on_forward)
+        total = -avg * np.asarray([max(1, len(a)) for _, a in pairs])  # summed log-likelihood
+        per = []
+        for i, ((lo, hi), g) in enumerate(zip(spans, gold)):
+            pick = int(np.argmax(total[lo:hi]))
+            per.append({"index": i, "prediction": pick, "answer": g, "correct": int(pick == g)})
+        return per, {"truthfulqa_mc1": float(np.mean([p["correct"] for p in per]))}
+
+    work = f"{ctx['mc_samples']} Monte Carlo rows per choice ({len(pairs)} choices); best sum"
+    return Stage("truthfulqa", len(rows), work, _likelihood_passes(ctx, pairs), run)
 
 
-def _generated(ctx, rows, kind: str, bar, gen_length: int) -> tuple[list[dict], dict[str, float]]:
+def _generated_stage(ctx, rows, kind: str, gen_length: int) -> Stage:
     tok = ctx["tokenizer"]
     if kind == "triviaqa":
         prompts = [S.chat_prompt_ids(tok, ANSWER.format(r["question"]), "Answer:") for r in rows]
@@ -408,29 +423,44 @@ def _generated(ctx, rows, kind: str, bar, gen_length: int) -> tuple[list[dict], 
         block = min(gen_length, 32)  # LLaDA's instruct setting; None: one block (Dream has none)
         sampler.update(gen_length=gen_length, steps=gen_length,
                        block_length=None if ctx["cfg"].family == "dream" or gen_length % block else block)
-    gens = S.generate_texts(ctx["cfg"], ctx["params"], tok, prompts, batch_size=ctx["batch_size"],
-                            cut_newline=kind == "triviaqa", progress=bar,
-                            buckets=ctx["buckets"], **sampler)
-    per = []
-    for i, (r, g) in enumerate(zip(rows, gens)):
-        rec = {"index": i, "generation": g}
+
+    def run(on_forward):
+        gens = S.generate_texts(ctx["cfg"], ctx["params"], tok, prompts, batch_size=ctx["batch_size"],
+                                cut_newline=kind == "triviaqa", buckets=ctx["buckets"], on_forward=on_forward,
+                                **sampler)
+        per = []
+        for i, (r, g) in enumerate(zip(rows, gens)):
+            rec = {"index": i, "generation": g}
+            if kind == "triviaqa":
+                answers = _literal(r["answers"])
+                rec.update(f1=M.token_f1(g, answers), em=M.exact_match(g, answers))
+            elif kind == "bbh":
+                pred = M.bbh_extract_answer(g)
+                rec.update(prediction=pred, answer=r["answer"], em=M.exact_match(pred, [r["answer"]]))
+            else:
+                rec["entropy"] = M.fluency_entropy(g)
+            per.append(rec)
         if kind == "triviaqa":
-            answers = _literal(r["answers"])
-            rec.update(f1=M.token_f1(g, answers), em=M.exact_match(g, answers))
-        elif kind == "bbh":
-            pred = M.bbh_extract_answer(g)
-            rec.update(prediction=pred, answer=r["answer"], em=M.exact_match(pred, [r["answer"]]))
-        else:
-            rec["entropy"] = M.fluency_entropy(g)
-        per.append(rec)
-    if kind == "triviaqa":
-        aggs = {"triviaqa_f1": float(np.mean([p["f1"] for p in per])),
-                "triviaqa_em": float(np.mean([p["em"] for p in per]))}
-    elif kind == "bbh":
-        aggs = {"bbh_em": float(np.mean([p["em"] for p in per]))}
-    else:
-        aggs = {"fluency_entropy": float(np.mean([p["entropy"] for p in per]))}
-    return per, aggs
+            return per, {"triviaqa_f1": float(np.mean([p["f1"] for p in per])),
+                         "triviaqa_em": float(np.mean([p["em"] for p in per]))}
+        if kind == "bbh":
+            return per, {"bbh_em": float(np.mean([p["em"] for p in per]))}
+        return per, {"fluency_entropy": float(np.mean([p["entropy"] for p in per]))}
+
+    what = {"triviaqa": "token F1 / EM", "bbh": "EM after 'the answer is'", "fluency": "2/3-gram entropy"}[kind]
+    return Stage(kind, len(rows), _generation_work(sampler, what, True), _generation_passes(ctx, prompts, sampler),
+                 run)
+
+
+def _utility_stage(ctx, kind: str, rows, long_gen_length: int) -> Stage:
+    mdu = ctx["profile"] == "mdu"
+    if kind == "mmlu":
+        return _mmlu_mdu_stage(ctx, rows) if mdu else _mmlu_stage(ctx, rows)
+    if kind == "truthfulqa":
+        return _truthfulqa_mdu_stage(ctx, rows) if mdu else _truthfulqa_stage(ctx, rows)
+    if kind == "triviaqa" and mdu:
+        return _triviaqa_mdu_stage(ctx, rows)
+    return _generated_stage(ctx, rows, kind, long_gen_length)
 
 
 def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = None, data_dir: str | None = None,
@@ -439,7 +469,7 @@ def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = 
                   block_length: int | None = None, long_gen_length: int | None = None, profile: str = "rwku",
                   mia: bool = True, mia_max_tokens: int = 512, seed: int | None = None, batch_size: int = 32,
                   rows_per_forward: int = 64, buckets: Sequence[int] | None = None, model_name: str | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool | Callable[[int, str], Any] = True) -> dict[str, Any]:
     """RWKU metrics of one target ``subject`` (a Hub subject name, or one of the local folders of
     ``data_dir``); returns the result dict. ``utility``: subset of mmlu, truthfulqa, triviaqa,
     bbh, fluency. ``profile``: 'rwku' or 'mdu' (see the module docstring). ``gen_length`` /
@@ -447,7 +477,11 @@ def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = 
     its 5 new tokens and uses ``steps``). ``long_gen_length``: new tokens for BBH / fluency
     (default 256). ``max_examples``: rows per set (the mdu profile's MMLU takes at most 100).
     ``mia_max_tokens``: MIA passages are cut to this many tokens. ``buckets``: padded lengths of
-    the compiled programs (default: the likelihood / sampler modules' ladders)."""
+    the compiled programs (default: the likelihood / sampler modules' ladders).
+
+    Every set is one stage (``stages.run_stages``): the plan of forward passes is logged before
+    anything runs, ``progress`` shows a bar per stage (True: tqdm; or a bar factory), and the
+    result's ``stages`` holds each stage's seconds, compilations and planned passes."""
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES} for RWKU, got {profile!r}")
     if tokenizer is None:
@@ -474,33 +508,26 @@ def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = 
                batch_size=batch_size, rows_per_forward=rows_per_forward,
                buckets=None if buckets is None else tuple(int(b) for b in buckets),
                sampler=sampler_settings(cfg, profile, gen_length=gen_length, steps=steps, block_length=block_length))
-    bar = S.progress_bar(sum(len(v) for v in data.values()), "rwku", progress)
+    stages = [_probe_stage(ctx, c, data[c]) for c in PROBE_SETS]
+    if mia:
+        stages.append(_mia_stage(ctx, data["mia_forget"], data["mia_retain"], mia_max_tokens))
+    stages += [_utility_stage(ctx, u, data[UTILITY_SETS[u]], long_gen_length) for u in utility]
+    name = subject or data[PROBE_SETS[0]][0].get("subject")
+    outputs, records = run_stages(cfg, stages, title=f"RWKU {name} ({profile} profile)", progress=progress)
+
     per_example: dict[str, Any] = {}
     aggregates: dict[str, Any] = {}
-    try:
-        for config in PROBE_SETS:
-            per_example[config], aggregates[config] = _probes(ctx, config, data[config], bar)
-        for side in ("forget", "neighbor"):
-            pooled = [p["rougeL_recall"] for c in PROBE_SETS if c.startswith(side) for p in per_example[c]]
-            aggregates[f"{side}_all"] = float(np.mean(pooled))
-        if mia:
-            per, aggs = _mia(ctx, data["mia_forget"], data["mia_retain"], mia_max_tokens, bar)
+    for stage in stages:
+        per, aggs = outputs[stage.name]
+        if stage.name == "mia":
             per_example.update(per)
-            aggregates.update(aggs)
-        for u in utility:
-            rows, mdu = data[UTILITY_SETS[u]], profile == "mdu"
-            if u == "mmlu":
-                per_example[u], aggregates["mmlu_acc"] = (_mmlu_mdu if mdu else _mmlu)(ctx, rows, bar)
-            elif u == "truthfulqa":
-                per_example[u], aggregates["truthfulqa_mc1"] = (_truthfulqa_mdu if mdu else _truthfulqa)(ctx, rows, bar)
-            elif u == "triviaqa" and mdu:
-                per_example[u], aggs = _triviaqa_mdu(ctx, rows, bar)
-                aggregates.update(aggs)
-            else:
-                per_example[u], aggs = _generated(ctx, rows, u, bar, long_gen_length)
-                aggregates.update(aggs)
-    finally:
-        bar.close()
+        else:
+            per_example[stage.name] = per
+        aggregates.update(aggs)
+        if stage.name == PROBE_SETS[-1]:
+            for side in ("forget", "neighbor"):
+                pooled = [p["rougeL_recall"] for c in PROBE_SETS if c.startswith(side) for p in per_example[c]]
+                aggregates[f"{side}_all"] = float(np.mean(pooled))
     settings = {"mc_samples": int(mc_samples), "seed": seed, "max_examples": max_examples,
                 "long_gen_length": long_gen_length, "mia_max_tokens": mia_max_tokens, **ctx["sampler"]}
     notes = ["forget_all / neighbor_all pool every probe of the levels (RWKU's 'All' pooling is unstated)"]
@@ -513,6 +540,5 @@ def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = 
             notes.append("mdu profile, LLaDA: the Dream script transferred literally; TruthfulQA scores LLaDA's "
                          "logits[:-1] against ids[1:] although LLaDA's position i predicts token i")
     return {"format": R.FORMAT, "benchmark": "rwku", "profile": profile, "model": model_name, "family": cfg.family,
-            "subject": subject or data[PROBE_SETS[0]][0].get("subject"),
-            "settings": settings, "aggregates": aggregates, "per_example": per_example, "notes": notes,
-            "seconds": round(time.time() - started, 2)}
+            "subject": name, "settings": settings, "aggregates": aggregates, "per_example": per_example,
+            "notes": notes, "stages": records, "seconds": round(time.time() - started, 2)}

@@ -20,9 +20,10 @@ How the teacher-forced metrics of TOFU / open-unlearning are adapted to a masked
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +31,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdu_jax.data.encoding import encode_pair
-from mdu_jax.likelihood import eq14_nll, loglikelihood
+from mdu_jax.likelihood import LikelihoodBatch, eq14_nll, likelihood_batches, loglikelihood
 from mdu_jax.models.config import ModelConfig
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
 from mdu_jax.sampling import generate
-from mdu_jax.sampling.prompts import bucket_length
+from mdu_jax.sampling.prompts import BatchPlan, batch_bucket, bucket_length, plan_batches
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
 
@@ -89,14 +90,25 @@ def _chunks(n: int, size: int):
         yield start, min(n, start + size)
 
 
+def answer_nll_batches(pairs: Sequence[tuple[list[int], list[int]]], *, mc_samples: int = 128,
+                       rows_per_forward: int = 32, chunk: int = 64,
+                       buckets: Sequence[int] | None = None) -> list[LikelihoodBatch]:
+    """The forward passes ``answer_avg_nll`` runs for these pairs, in order (either estimator)."""
+    return [b for lo, hi in _chunks(len(pairs), chunk)
+            for b in likelihood_batches([(len(p), len(a)) for p, a in pairs[lo:hi]], mc_samples=mc_samples,
+                                        rows_per_forward=rows_per_forward, buckets=buckets)]
+
+
 def answer_avg_nll(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], list[int]]], *,
                    estimator: str = "llada", mc_samples: int = 128, seed: int = 0, rows_per_forward: int = 32,
-                   chunk: int = 64, buckets: Sequence[int] | None = None, progress=None) -> np.ndarray:
+                   chunk: int = 64, buckets: Sequence[int] | None = None, progress=None,
+                   on_forward: Callable[[int], None] | None = None) -> np.ndarray:
     """float64 [N]: per-token average NLL (nats) of each (prompt, answer) pair.
 
     'llada': -loglikelihood / |answer| (LLaDA's stratified estimator of the total, groups of
     gcd(mc_samples, 16)); 'eq14': MDU's Eq. 14 per-token estimator. Pairs are scored ``chunk`` at
-    a time (``progress``, a tqdm bar, advances per pair); chunk c uses seed ``seed + c``.
+    a time (``progress``, a tqdm bar, advances per pair; ``on_forward(1)`` runs after each of the
+    ``answer_nll_batches`` forward passes); chunk c uses seed ``seed + c``.
     ``buckets``: padded lengths (default: the likelihood module's); fewer buckets, fewer compiles.
     """
     if estimator not in ("llada", "eq14"):
@@ -106,12 +118,13 @@ def answer_avg_nll(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], li
         part = list(pairs[lo:hi])
         if estimator == "llada":
             ll = loglikelihood(cfg, params, part, mc_samples=mc_samples, batch_size=math.gcd(mc_samples, 16),
-                               seed=seed + c, rows_per_forward=rows_per_forward, buckets=buckets)
+                               seed=seed + c, rows_per_forward=rows_per_forward, buckets=buckets,
+                               on_forward=on_forward)
             lengths = np.asarray([max(1, len(a)) for _, a in part], dtype=np.float64)
             out[lo:hi] = -ll / lengths
         else:
             out[lo:hi] = eq14_nll(cfg, params, part, mc_samples=mc_samples, seed=seed + c,
-                                  rows_per_forward=rows_per_forward, buckets=buckets)
+                                  rows_per_forward=rows_per_forward, buckets=buckets, on_forward=on_forward)
         if progress is not None:
             progress.update(hi - lo)
     return out
@@ -134,61 +147,99 @@ def _token_stats(cfg: ModelConfig, params, input_ids, attention_mask, read_at, t
     return target_lp, jnp.argmax(logp, axis=-1).astype(jnp.int32), mu, jnp.sqrt(jnp.maximum(var, 0.0))
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenBatch:
+    """One forward pass of ``teacher_forced``: ``rows`` (pair, answer position) padded to
+    ``padded_rows`` rows of ``length`` tokens."""
+
+    length: int
+    padded_rows: int
+    rows: tuple[tuple[int, int], ...]
+
+
+def teacher_forced_batches(pairs: Sequence[tuple[list[int], list[int]]], scored: Sequence[int] | None = None, *,
+                           rows_per_forward: int = 64, buckets: Sequence[int] | None = None) -> list[TokenBatch]:
+    """The forward passes ``teacher_forced`` runs, in order: rows grouped by the length bucket of
+    their pair, ``batch_bucket(rows in the group, rows_per_forward)`` rows per pass."""
+    scored = [len(a) for _, a in pairs] if scored is None else list(scored)
+    by_bucket: dict[int, list[tuple[int, int]]] = {}
+    for n, (prompt, answer) in enumerate(pairs):
+        for t in range(min(scored[n], len(answer))):
+            by_bucket.setdefault(bucket_length(len(prompt) + len(answer), buckets), []).append((n, t))
+    out = []
+    for T, members in sorted(by_bucket.items()):
+        R = batch_bucket(len(members), rows_per_forward)
+        out += [TokenBatch(T, R, tuple(members[lo:hi])) for lo, hi in _chunks(len(members), R)]
+    return out
+
+
 def teacher_forced(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], list[int]]],
                    scored: Sequence[int] | None = None, *, rows_per_forward: int = 64,
-                   buckets: Sequence[int] | None = None, progress=None) -> list[dict[str, np.ndarray]]:
+                   buckets: Sequence[int] | None = None, progress=None,
+                   on_forward: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
     """Left-to-right teacher-forced statistics of the first ``scored[n]`` answer tokens of pair n.
 
     Row t of pair n is ``[prompt | y_<t | MASK ... MASK]`` (the whole answer length, so the model
     sees how long the answer is, as in generation) and reads position |prompt| + t. Returns per
     pair {'logp', 'pred', 'mu', 'sigma', 'gold'}: arrays of length scored[n] (float64 / int64).
+    Rows run in the passes of ``teacher_forced_batches``; ``progress`` (a tqdm bar) advances per
+    row, ``on_forward(1)`` runs after each pass.
     """
     scored = [len(a) for _, a in pairs] if scored is None else list(scored)
-    rows = [(n, t) for n, (_, a) in enumerate(pairs) for t in range(min(scored[n], len(a)))]
     out = [{k: np.zeros(min(scored[n], len(a)), dtype=np.float64 if k not in ("pred", "gold") else np.int64)
             for k in ("logp", "pred", "mu", "sigma", "gold")} for n, (_, a) in enumerate(pairs)]
-    by_bucket: dict[int, list] = {}
-    for n, t in rows:
-        total = len(pairs[n][0]) + len(pairs[n][1])
-        by_bucket.setdefault(bucket_length(total, buckets), []).append((n, t))
-    R = int(rows_per_forward)
-    for T, members in sorted(by_bucket.items()):
-        for lo, hi in _chunks(len(members), R):
-            chunk = members[lo:hi]
-            padded = chunk + [chunk[0]] * (R - len(chunk))
-            ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
-            attn = np.zeros((R, T), dtype=np.int32)
-            read_at = np.zeros(R, dtype=np.int32)
-            targets = np.zeros(R, dtype=np.int32)
-            for r, (n, t) in enumerate(padded):
-                prompt, answer = pairs[n]
-                seq = list(prompt) + list(answer[:t]) + [cfg.mask_token_id] * (len(answer) - t)
-                ids[r, :len(seq)] = seq
-                attn[r, :len(seq)] = 1
-                read_at[r] = len(prompt) + t
-                targets[r] = answer[t]
-            lp, pred, mu, sigma = (np.asarray(x) for x in _token_stats(cfg, params, ids, attn, read_at, targets))
-            for r, (n, t) in enumerate(chunk):
-                o = out[n]
-                o["logp"][t], o["pred"][t], o["mu"][t], o["sigma"][t] = lp[r], pred[r], mu[r], sigma[r]
-                o["gold"][t] = targets[r]
-            if progress is not None:
-                progress.update(len(chunk))
+    for b in teacher_forced_batches(pairs, scored, rows_per_forward=rows_per_forward, buckets=buckets):
+        R, T, chunk = b.padded_rows, b.length, list(b.rows)
+        padded = chunk + [chunk[0]] * (R - len(chunk))
+        ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
+        attn = np.zeros((R, T), dtype=np.int32)
+        read_at = np.zeros(R, dtype=np.int32)
+        targets = np.zeros(R, dtype=np.int32)
+        for r, (n, t) in enumerate(padded):
+            prompt, answer = pairs[n]
+            seq = list(prompt) + list(answer[:t]) + [cfg.mask_token_id] * (len(answer) - t)
+            ids[r, :len(seq)] = seq
+            attn[r, :len(seq)] = 1
+            read_at[r] = len(prompt) + t
+            targets[r] = answer[t]
+        lp, pred, mu, sigma = (np.asarray(x) for x in _token_stats(cfg, params, ids, attn, read_at, targets))
+        for r, (n, t) in enumerate(chunk):
+            o = out[n]
+            o["logp"][t], o["pred"][t], o["mu"][t], o["sigma"][t] = lp[r], pred[r], mu[r], sigma[r]
+            o["gold"][t] = targets[r]
+        if progress is not None:
+            progress.update(len(chunk))
+        if on_forward is not None:
+            on_forward(1)
     return out
+
+
+def generation_batches(prompts: Sequence[list[int]], *, gen_length: int, batch_size: int = 32, chunk: int = 128,
+                       buckets: Sequence[int] | None = None) -> list[BatchPlan]:
+    """The batches ``generate_texts`` runs (``chunk`` prompts per ``generate`` call, each call
+    batched by ``sampling.prompts.plan_batches``); indices are relative to their chunk."""
+    return [b for lo, hi in _chunks(len(prompts), chunk)
+            for b in plan_batches([len(p) for p in prompts[lo:hi]], gen_length, batch_size, buckets)]
 
 
 def generate_texts(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[int]], *, gen_length: int,
                    steps: int, block_length: int | None = None, algorithm: str | None = None,
                    schedule: str = "official", batch_size: int = 32, chunk: int = 128, cut_newline: bool = False,
-                   buckets: Sequence[int] | None = None, progress=None) -> list[str]:
+                   buckets: Sequence[int] | None = None, progress=None,
+                   on_forward: Callable[[int], None] | None = None) -> list[str]:
     """Greedy (temperature 0) generations of each prompt, decoded with special tokens skipped,
-    cut at EOS / end of turn (and at the first newline with ``cut_newline``, as RWKU), stripped."""
+    cut at EOS / end of turn (and at the first newline with ``cut_newline``, as RWKU), stripped.
+
+    A batch stops as soon as every row's text is settled (``generate``'s ``stop_early``: the same
+    texts, fewer steps). ``progress`` (a tqdm bar) advances per prompt; ``on_forward(n)`` after
+    each segment of denoising steps (see ``generate``)."""
     stops = stop_ids(cfg, tokenizer)
     texts: list[str] = []
     for lo, hi in _chunks(len(prompts), chunk):
         out = generate(cfg, params, list(prompts[lo:hi]), tokenizer=tokenizer, gen_length=gen_length, steps=steps,
                        block_length=block_length, temperature=0.0, algorithm=algorithm, schedule=schedule,
-                       batch_size=batch_size, stop_token_ids=stops, prompt_buckets=buckets)
+                       batch_size=batch_size, stop_token_ids=stops, prompt_buckets=buckets, stop_early=True,
+                       on_forward=on_forward)
         for text in out.texts:
             if cut_newline:
                 text = text.split("\n")[0]

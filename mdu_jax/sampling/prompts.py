@@ -1,8 +1,9 @@
 """Prompts in, canvases out; tokens in, text out.
 
 A canvas is the [B, T] sequence the model sees while denoising: prompt tokens, ``gen_length``
-generation slots (mask tokens at the start) and padding. Its shapes are bucketed (prompt length
-to a few sizes, batch to a power of two) so that a compiled sampler serves many batches.
+generation slots (mask tokens at the start) and padding. Its shapes are bucketed (the canvas
+length, prompt plus slots, to a few sizes; the rows to ``batch_bucket``) so that a compiled
+sampler serves many batches; ``plan_batches`` decides which prompts share a batch.
 
 Layouts (reference-mdlm 4.2, 4.3):
 
@@ -42,9 +43,57 @@ def bucket_length(n: int, buckets: Sequence[int] | None = None) -> int:
     raise ValueError(f"length {n} exceeds the largest bucket {buckets[-1]}; pass larger buckets")
 
 
+def _row_ladder():
+    """1, 2, 3, 4, 6, 8, 12, 16, ...: powers of two and their 1.5x."""
+    yield 1
+    p = 2
+    while True:
+        yield p
+        yield p * 3 // 2
+        p *= 2
+
+
 def batch_bucket(n: int, batch_size: int) -> int:
-    """Rows of a padded batch of n prompts: the next power of two, at most ``batch_size``."""
-    return min(int(batch_size), 1 << max(0, int(n) - 1).bit_length())
+    """Rows of a padded batch of n rows: the smallest of 1, 2, 3, 4, 6, 8, 12, 16, ... that holds
+    n (padding rows stay under a third), at most ``batch_size``."""
+    return min(int(batch_size), next(r for r in _row_ladder() if r >= n))
+
+
+# A batch never holds prompts whose canvases fall in buckets this many times apart: the short
+# ones would pay for the long one's attention (quadratic in the length) at every step. Closer
+# buckets share a batch (and a compiled program) rather than compile one more.
+SPLIT_RATIO = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """One batch of ``generate``: ``indices`` (positions in the caller's prompt list, shortest
+    first), padded to ``rows`` rows and a canvas of ``length`` tokens (prompt + slots + padding)."""
+
+    indices: tuple[int, ...]
+    rows: int
+    length: int
+
+
+def plan_batches(prompt_lengths: Sequence[int], gen_length: int, batch_size: int,
+                 buckets: Sequence[int] | None = None) -> list[BatchPlan]:
+    """How ``generate`` batches prompts of these lengths: sorted by length (stable), at most
+    ``batch_size`` per batch, a new batch also when a prompt's canvas bucket is ``SPLIT_RATIO``
+    or more times the bucket of the batch's shortest prompt. Each batch is padded to the canvas
+    bucket of its longest prompt (``bucket_length(len + gen_length)``) and to
+    ``batch_bucket`` rows."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size!r}")
+    order = sorted(range(len(prompt_lengths)), key=lambda i: prompt_lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        length = bucket_length(prompt_lengths[i] + gen_length, buckets)
+        if (not groups or len(groups[-1]) == batch_size
+                or length >= SPLIT_RATIO * bucket_length(prompt_lengths[groups[-1][0]] + gen_length, buckets)):
+            groups.append([])
+        groups[-1].append(i)
+    return [BatchPlan(tuple(g), batch_bucket(len(g), batch_size),
+                      bucket_length(prompt_lengths[g[-1]] + gen_length, buckets)) for g in groups]
 
 
 def _id_array(value, where: str) -> np.ndarray:
@@ -162,14 +211,15 @@ class Canvas:
 
 
 def build_canvas(cfg: ModelConfig, prompts: list[list[int]], row_ids: Sequence[int], gen_length: int,
-                 prompt_bucket: int, batch_rows: int) -> Canvas:
-    """Lays out ``prompts`` (at most ``batch_rows``, each at most ``prompt_bucket`` long) in the
-    family's layout; filler rows repeat the first prompt and are marked invalid."""
+                 length: int, batch_rows: int) -> Canvas:
+    """Lays out ``prompts`` (at most ``batch_rows``, each at most ``length - gen_length`` long) on
+    canvases of ``length`` tokens in the family's layout; filler rows repeat the first prompt and
+    are marked invalid."""
     n = len(prompts)
     if not 0 < n <= batch_rows:
         raise ValueError(f"build_canvas: {n} prompts for {batch_rows} rows")
-    P, G = int(prompt_bucket), int(gen_length)
-    T = P + G
+    T, G = int(length), int(gen_length)
+    P = T - G
     rows = list(prompts) + [prompts[0]] * (batch_rows - n)
     ids = np.full((batch_rows, T), cfg.pad_token_id, dtype=np.int32)
     prompt_mask = np.zeros((batch_rows, T), dtype=bool)
@@ -177,7 +227,7 @@ def build_canvas(cfg: ModelConfig, prompts: list[list[int]], row_ids: Sequence[i
     gen_index = np.zeros((batch_rows, G), dtype=np.int32)
     for r, p in enumerate(rows):
         if len(p) > P:
-            raise ValueError(f"prompt of length {len(p)} exceeds the bucket {P}")
+            raise ValueError(f"prompt of length {len(p)} and {G} slots exceed the canvas of {T}")
         lo = 0 if cfg.family == "llada" else P - len(p)  # first prompt position
         first_gen = lo + len(p)
         ids[r, lo:first_gen] = p

@@ -1,16 +1,19 @@
 """``generate``: batched, compiled masked-diffusion sampling for LLaDA and Dream.
 
-The whole denoising loop of a batch is one ``jax.jit`` program (a ``lax.fori_loop`` over the
-steps that reveal tokens, static shapes). The program depends only on the model config, the
+The denoising loop of a batch is one ``jax.jit`` program (a ``lax.fori_loop`` over a range of
+the steps that reveal tokens, static shapes). The program depends only on the model config, the
 sampler options (``SamplerSpec``) and the bucketed shapes, so every later batch in the same
-bucket reuses it: ``compiled_programs()`` counts the programs built so far.
+bucket reuses it: ``compiled_programs()`` counts the programs built so far. ``generate`` runs it
+one segment at a time (a LLaDA block, or ``DREAM_SEGMENT`` Dream steps): the same program
+serves every segment, and between segments the host reports progress and, when asked, stops a
+batch whose texts can no longer change.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,17 +27,22 @@ from mdu_jax.sampling import schedules
 from mdu_jax.sampling.common import row_keys, slot_logits, step_keys, suppress
 
 DEFAULT_ALGORITHM = {"llada": "low_confidence", "dream": "entropy"}
+DREAM_SEGMENT = 32  # Dream steps per host round trip (Dream has no blocks)
 EOT_TOKENS = {"llada": "<|eot_id|>", "dream": "<|im_end|>"}
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerationOutput:
     """tokens: int32 [N, gen_length], the generation slots of each prompt in the caller's order
-    (EOS and whatever follows it included). texts: the decoded slots cut at the first stop
-    token with special tokens skipped, or None without a tokenizer."""
+    (EOS and whatever follows it included; with ``stop_early``, slots after a row's first stop
+    token may still hold the mask id). texts: the decoded slots cut at the first stop token with
+    special tokens skipped, or None without a tokenizer. steps_run / steps_skipped: denoising
+    steps (forward passes of a batch) run, and left out by ``stop_early``, over all batches."""
 
     tokens: np.ndarray
     texts: list[str] | None = None
+    steps_run: int = 0
+    steps_skipped: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +128,40 @@ def compiled_programs() -> int:
     return _TRACES[0]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "spec"))
-def denoise(cfg: ModelConfig, spec: SamplerSpec, params, input_ids, uncond_ids, attention_mask, position_ids,
-            gen_index, row_ids, seed):
-    """The compiled loop: int32 generation slots [B, G] after every step of ``spec.plan``.
+def segments(spec: SamplerSpec) -> list[tuple[int, int]]:
+    """[start, stop) ranges of ``spec.plan`` that ``generate`` runs one call each: LLaDA's
+    blocks (after a block, its slots are final), Dream's steps ``DREAM_SEGMENT`` at a time."""
+    bounds = [0]
+    for i in range(1, len(spec.plan)):
+        if (spec.family == "llada" and spec.plan[i][1] != spec.plan[i - 1][1]) or (
+                spec.family == "dream" and i % DREAM_SEGMENT == 0):
+            bounds.append(i)
+    bounds.append(len(spec.plan))
+    return list(zip(bounds[:-1], bounds[1:]))
 
-    Inputs are a ``prompts.Canvas``'s arrays plus a scalar ``seed``; see ``prompts`` for the
-    layouts and ``common`` for the random streams.
+
+def settled_rows(tokens: np.ndarray, mask_id: int, stop_ids: Sequence[int]) -> np.ndarray:
+    """bool [B]: rows of generation slots [B, G] whose decoded text can no longer change: a stop
+    token is revealed and every slot before it is revealed too (revealed slots never change, and
+    the text is cut at the first stop token)."""
+    tokens = np.asarray(tokens)
+    if not len(stop_ids):
+        return np.zeros(tokens.shape[0], dtype=bool)
+    masked = tokens == mask_id
+    first_masked = np.where(masked.any(axis=1), masked.argmax(axis=1), tokens.shape[1])
+    before = np.arange(tokens.shape[1])[None, :] < first_masked[:, None]
+    return (np.isin(tokens, np.asarray(stop_ids)) & before).any(axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "spec"))
+def denoise(cfg: ModelConfig, spec: SamplerSpec, params, gen, input_ids, uncond_ids, attention_mask, position_ids,
+            gen_index, row_ids, seed, start, stop):
+    """The compiled loop: int32 generation slots [B, G] after steps ``start`` .. ``stop - 1`` of
+    ``spec.plan``, starting from the slots ``gen`` (all mask ids before step 0).
+
+    Inputs are a ``prompts.Canvas``'s arrays plus scalars ``seed``, ``start`` and ``stop`` (traced:
+    one program serves every range); see ``prompts`` for the layouts and ``common`` for the
+    random streams.
     """
     _TRACES[0] += 1  # runs once per trace, i.e. once per compiled program
     B, G = gen_index.shape
@@ -151,8 +186,7 @@ def denoise(cfg: ModelConfig, spec: SamplerSpec, params, input_ids, uncond_ids, 
             reveal_prob=probs[i], temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
             alg_temp=spec.alg_temp, token_keys=token_keys, position_keys=position_keys)
 
-    gen = jnp.full((B, G), cfg.mask_token_id, dtype=jnp.int32)
-    return jax.lax.fori_loop(0, len(spec.plan), body, gen)
+    return jax.lax.fori_loop(start, stop, body, gen)
 
 
 def _special_id(tokenizer, token: str) -> int | None:
@@ -169,7 +203,8 @@ def generate(cfg: ModelConfig, params, prompts, *, tokenizer=None, gen_length: i
              suppress_tokens: Sequence[int] = (), confidence_suppress_tokens: Sequence[int] = (),
              logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False, eot_token_id: int | None = None,
              batch_size: int = 32, prompt_buckets: Sequence[int] | None = None,
-             stop_token_ids: Sequence[int] | None = None, skip_special_tokens: bool = True) -> GenerationOutput:
+             stop_token_ids: Sequence[int] | None = None, skip_special_tokens: bool = True,
+             stop_early: bool = False, on_forward: Callable[[int], None] | None = None) -> GenerationOutput:
     """Fills ``gen_length`` masked slots after each prompt by iterative unmasking.
 
     prompts: token ids with the chat template already applied (one list, a list of lists, a 1-D
@@ -195,14 +230,22 @@ def generate(cfg: ModelConfig, params, prompts, *, tokenizer=None, gen_length: i
     ``cfg_scale`` and ``suppress_tokens`` also work. Steps that reveal no token are skipped
     (same result, fewer forward passes).
 
-    Prompts are sorted by length, split into batches of at most ``batch_size``, and each batch is
-    padded to a prompt-length bucket (``prompt_buckets``, default ``prompts.default_buckets()``)
-    and a power-of-two row count, so the compiled loop is reused across batches. ``seed`` and a
-    prompt's index determine its random stream, whatever the batching.
+    Batching (``prompts.plan_batches``): prompts are sorted by length, split into batches of at
+    most ``batch_size`` (and apart where their lengths differ a lot), and each batch is padded to
+    a canvas-length bucket (prompt + ``gen_length`` slots; ``prompt_buckets``, default
+    ``prompts.default_buckets()``) and a row count (``prompts.batch_bucket``), so the compiled
+    loop is reused across batches. ``seed`` and a prompt's index determine its random stream,
+    whatever the batching.
 
-    Returns ``GenerationOutput(tokens [N, gen_length] int32, texts)``; texts (with a tokenizer)
-    are cut at the first of ``stop_token_ids`` (default: EOS) and decoded with
-    ``skip_special_tokens``.
+    ``stop_early``: a batch stops once every row's text is settled (``settled_rows``: a stop token
+    revealed after only revealed slots), which leaves the texts exactly as without it and saves
+    the remaining steps (what an autoregressive ``generate`` saves at EOS). ``on_forward(n)`` is
+    called after each segment with the number of plan steps it finished (run, or left out by
+    ``stop_early``); over a call they sum to ``len(make_spec(...).plan)`` per batch.
+
+    Returns ``GenerationOutput(tokens [N, gen_length] int32, texts, steps_run, steps_skipped)``;
+    texts (with a tokenizer) are cut at the first of ``stop_token_ids`` (default: EOS) and
+    decoded with ``skip_special_tokens``.
     """
     ids = prompts_lib.encode_prompts(prompts, tokenizer)
     prompts_lib.check_prompts(cfg, ids)
@@ -220,20 +263,29 @@ def generate(cfg: ModelConfig, params, prompts, *, tokenizer=None, gen_length: i
                      algorithm=algorithm, schedule=schedule, eps=eps, cfg_scale=cfg_scale, top_p=top_p, top_k=top_k,
                      alg_temp=alg_temp, suppress_tokens=suppress_tokens,
                      confidence_suppress_tokens=confidence_suppress_tokens)
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size!r}")
+    stop = (cfg.eos_token_id,) if stop_token_ids is None else tuple(int(t) for t in stop_token_ids)
     tokens = np.zeros((len(ids), gen_length), dtype=np.int32)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        bucket = prompts_lib.bucket_length(max(len(ids[i]) for i in chunk), prompt_buckets)
-        canvas = prompts_lib.build_canvas(cfg, [ids[i] for i in chunk], chunk, gen_length, bucket,
-                                          prompts_lib.batch_bucket(len(chunk), batch_size))
-        out = denoise(cfg, spec, params, canvas.input_ids, canvas.uncond_ids, canvas.attention_mask,
-                      canvas.position_ids, canvas.gen_index, canvas.row_ids, np.uint32(seed))
-        tokens[chunk] = np.asarray(out)[:len(chunk)]
+    ran = skipped = 0
+    for batch in prompts_lib.plan_batches([len(p) for p in ids], gen_length, batch_size, prompt_buckets):
+        chunk = list(batch.indices)
+        canvas = prompts_lib.build_canvas(cfg, [ids[i] for i in chunk], chunk, gen_length, batch.length, batch.rows)
+        # A device array from the start: every segment then hits the same jit cache entry.
+        gen = jax.device_put(np.full((batch.rows, gen_length), cfg.mask_token_id, dtype=np.int32))
+        for start, end in segments(spec):
+            gen = denoise(cfg, spec, params, gen, canvas.input_ids, canvas.uncond_ids, canvas.attention_mask,
+                          canvas.position_ids, canvas.gen_index, canvas.row_ids, np.uint32(seed), np.int32(start),
+                          np.int32(end))
+            ran += end - start
+            left = len(spec.plan) - end
+            if stop_early and left and settled_rows(np.asarray(gen)[:len(chunk)], cfg.mask_token_id, stop).all():
+                skipped += left
+                if on_forward is not None:
+                    on_forward(end - start + left)
+                break
+            if on_forward is not None:
+                on_forward(end - start)
+        tokens[chunk] = np.asarray(gen)[:len(chunk)]
     texts = None
     if tokenizer is not None:
-        stop = (cfg.eos_token_id,) if stop_token_ids is None else tuple(stop_token_ids)
         texts = prompts_lib.decode(tokenizer, tokens, stop, skip_special_tokens)
-    return GenerationOutput(tokens=tokens, texts=texts)
+    return GenerationOutput(tokens=tokens, texts=texts, steps_run=ran, steps_skipped=skipped)

@@ -144,3 +144,29 @@ def test_empty_answers_score_zero_and_bad_inputs_raise():
     dream_cfg, dream_params = tiny_model("dream")
     with pytest.raises(ValueError, match="empty prompt"):
         eq14_nll(dream_cfg, dream_params, [([], [5, 6])])
+
+
+def test_one_program_per_length_bucket_whatever_the_answer_lengths():
+    """Answers of different lengths in one length bucket share one program (answer slots for the
+    longest); a pair's extra, unused slots draw nothing that reaches its masks (partitionable
+    threefry: the first L uniforms of a longer draw are the same), so each pair's value equals
+    the one from a program sized for its own answer (fp32 sums; rtol 1e-6)."""
+    from mdu_jax.likelihood import likelihood_batches, row_scores
+
+    cfg, params = tiny_model("llada")
+    pairs = [([5, 6, 7, 8, 10], [9]), ([4, 8], [30, 31, 32, 33, 34, 35, 36, 37, 38, 39]), ([20, 21], [3, 4, 5])]
+    buckets = (4, 16, 64)
+    plan = likelihood_batches([(len(p), len(a)) for p, a in pairs], mc_samples=8, rows_per_forward=R,
+                              buckets=buckets)
+    assert [(b.length, b.answer_slots, b.padded_rows, len(b.rows)) for b in plan] == [(16, 16, 24, 24)]
+    together = loglikelihood(cfg, params, pairs, mc_samples=8, batch_size=4, seed=5, rows_per_forward=R,
+                             buckets=buckets)
+    for n, (prompt, answer) in enumerate(pairs):
+        T, A = 16, 4 if len(answer) <= 4 else 16
+        ids = np.full((8, T), cfg.pad_token_id, np.int32)
+        ids[:, :len(prompt) + len(answer)] = prompt + answer
+        attn = (np.arange(T)[None, :] < len(prompt) + len(answer)).astype(np.int32).repeat(8, axis=0)
+        scores = row_scores(cfg, False, A, params, ids, attn, np.full(8, len(prompt), np.int32),
+                            np.full(8, len(answer), np.int32), np.full(8, n, np.int32), np.arange(8, dtype=np.int32),
+                            np.uint32(5), True, np.int32(4), np.float32(0.0))
+        np.testing.assert_allclose(together[n], -np.mean(np.asarray(scores, np.float64)), rtol=1e-6)

@@ -36,14 +36,15 @@ def test_second_batch_of_the_same_bucket_does_not_recompile():
     first = generate(cfg, params, [[5, 6, 7], [8, 9, 10, 11, 12]], **kw)
     programs, cache = compiled_programs(), denoise._cache_size()
     with count_compiles() as compiles:
-        # Other prompts, other lengths and a batch of 2 -> 2 rows again: the same bucket.
-        second = generate(cfg, params, [[20, 21, 22, 23, 24, 25, 26, 27, 28], [30]], **kw)
+        # Other prompts, other lengths and a batch of 2 -> 2 rows again: the same canvas bucket
+        # (prompt + 8 slots <= 16), and both segments (blocks) of the plan run the one program.
+        second = generate(cfg, params, [[20, 21, 22, 23, 24, 25, 26], [30]], **kw)
     assert compiles == [] and compiled_programs() == programs and denoise._cache_size() == cache
     assert first.tokens.shape == second.tokens.shape == (2, 8)
     # A prompt beyond the bucket needs a new program: the counters do see compilations.
-    assert bucket_length(17) > bucket_length(9)
+    assert bucket_length(17 + 8) > bucket_length(7 + 8)
     with count_compiles() as compiles:
-        generate(cfg, params, [list(range(2, 19)), [30]], **kw)
+        generate(cfg, params, [list(range(2, 19)), list(range(30, 40))], **kw)  # canvases 25, 18 -> 32
     assert len(compiles) >= 1 and compiled_programs() == programs + 1 and denoise._cache_size() == cache + 1
 
 
