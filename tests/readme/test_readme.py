@@ -36,10 +36,20 @@ README = (REPO / "README.md").read_text()
 PLACEHOLDER = "path/to/"
 
 
+EXECUTED_ELSEWHERE = re.compile(r"<!-- executed by (\S+) -->\n$")
+
+
 def _blocks(language: str) -> list[tuple[str, str]]:
-    """(id, code) of each fenced block of `language`, the id naming its section."""
+    """(id, code) of each fenced block of `language`, the id naming its section.
+
+    A block right after an ``<!-- executed by tests/x.py -->`` marker continues names defined
+    earlier in the README (``cfg``, ``ids``); that test runs it with those names bound, and
+    ``test_blocks_executed_elsewhere_have_their_test`` checks the test exists and names the marker.
+    """
     out = []
     for m in re.finditer(rf"```{language}\n(.*?)```", README, re.S):
+        if EXECUTED_ELSEWHERE.search(README[: m.start()]):
+            continue
         heading = re.findall(r"^#+ (.+)$", README[: m.start()], re.M)
         name = re.sub(r"\W+", "_", heading[-1] if heading else "top").strip("_").lower()
         out.append((f"{name}_{len(out)}", m.group(1)))
@@ -53,6 +63,14 @@ BASH_BLOCKS = _blocks("bash")
 def _placeholders(code: str) -> list[str]:
     return sorted({n.value for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Constant)
                    and isinstance(n.value, str) and n.value.startswith(PLACEHOLDER)})
+
+
+def test_blocks_executed_elsewhere_have_their_test():
+    markers = re.findall(r"<!-- executed by (\S+) -->\n```", README)
+    for test in markers:
+        path = REPO / test
+        assert path.is_file(), f"README names {test} as the test that runs its block; no such file"
+        assert f"executed by {test}" in path.read_text(), f"{test} does not read the README block it is named for"
 
 
 def test_the_readme_has_python_blocks_and_placeholders():
