@@ -3,8 +3,9 @@
 The batch of micro-step ``s`` is a pure function of (examples, seed, s): the order of epoch e
 is a permutation drawn from ``(seed, e)``, grouped by length in mega-batches (as HF's
 LengthGroupedSampler does) so padding stays small, and each batch is right-padded to the
-smallest configured bucket that holds it. A run therefore compiles one program per bucket, and
-resuming at step s needs nothing but s.
+smallest configured bucket that holds it (``padding='bucket'``: a run compiles one program per
+bucket) or to its own longest row (``padding='longest'``: the reference's collator; one program
+per distinct length). Resuming at step s needs nothing but s.
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ class BatchPlan:
 
     def __init__(self, forget: Sequence[Example], retain: Sequence[Example], *, batch_size: int, seed: int,
                  buckets: Sequence[int], pad_id: int, mixing: str = "union", forget_batch_size: int | None = None,
-                 pad_labels: str = "ignore"):
+                 pad_labels: str = "ignore", padding: str = "bucket"):
+        if padding not in ("bucket", "longest"):
+            raise DataError(f"padding: expected 'bucket' or 'longest', got {padding!r}")
         if not forget and not retain:
             raise DataError("no training examples: the forget and retain sets are both empty")
         self.forget, self.retain = list(forget), list(retain)
         self.batch_size, self.seed, self.buckets = batch_size, seed, list(buckets)
-        self.pad_id, self.mixing, self.pad_labels = pad_id, mixing, pad_labels
+        self.pad_id, self.mixing, self.pad_labels, self.padding = pad_id, mixing, pad_labels, padding
         if mixing == "union":
             self.pool = self.forget + self.retain
             if len(self.pool) < batch_size:
@@ -125,11 +128,14 @@ class BatchPlan:
         return f_idx, np.asarray(r_idx, np.int64)
 
     def batch(self, step: int) -> Batch:
-        """The global micro-batch of micro-step `step`, padded to its bucket."""
+        """The global micro-batch of micro-step `step`, padded to its bucket (or its longest row)."""
         a, b = self.indices(step)
         rows = [self.pool[j] for j in a] if self.mixing == "union" else (
             [self.forget[j] for j in a] + [self.retain[j] for j in b])
-        T = bucket_for(int(lengths(rows).max()), self.buckets)
+        longest = int(lengths(rows).max())
+        T = bucket_for(longest, self.buckets)  # also refuses a row beyond the largest bucket
+        if self.padding == "longest":
+            T = longest
         ids, maskable, attn = pad_rows([r.input_ids for r in rows], [r.prompt_len for r in rows], T,
                                        self.pad_id, self.pad_labels)
         is_forget = np.array([r.is_forget for r in rows], bool)
