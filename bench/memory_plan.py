@@ -3,6 +3,8 @@
     python -m bench.memory_plan                      # LLaDA-8B and Dream-7B, shipped configs (~20 min, 2 cores)
     python -m bench.memory_plan --quick              # LLaDA-8B only, fewer setups
     python -m bench.memory_plan --markdown           # also print the README tables
+    python -m bench.memory_plan --configs paper --setups shipped --devices 4 --shapes 1x256 1x1024 --no-breakdown
+                                                     # the paper presets (configs/paper/, README "Reproduce the paper")
 
 For each shipped config (configs/tofu_llada8b.yaml, configs/tofu_dream7b.yaml) with the full-size
 architecture (tests/models/data/*_config.json), each mesh size (1, 4, 8 devices; FSDP as the
