@@ -75,6 +75,11 @@ class DataSection:
     # (padding=True) after length grouping; one program per distinct length. With
     # attend_padding the padding is visible, so only 'longest' reproduces the reference's numbers.
     padding: Literal["bucket", "longest"] = "bucket"
+    # Which rows share a micro-batch. shuffled: mega-batches of 50 micro-batches sorted by length,
+    # then the batches shuffled. hf: HF's LengthGroupedSampler (group_by_length=True, as the
+    # reference trains): mega-batches of min(n / (4 x batch_size x grad_accum), 50) optimiser-step
+    # groups sorted longest first, taken in order (data.mixing: union only).
+    length_grouping: Literal["shuffled", "hf"] = "shuffled"
     truncation: Literal["error", "drop", "right"] = "error"
     mixing: Literal["union", "paired"] = "union"   # union: shuffled forget+retain rows (the reference)
     pad_labels: Literal["ignore", "eos"] = "ignore"  # eos: train on EOS padding (LLaDA SFT recipe)
@@ -87,6 +92,8 @@ class DataSection:
             raise ConfigKeyError("data.forget_files: benchmark 'files' needs at least one file")
         if not self.buckets or sorted(self.buckets) != list(self.buckets) or self.buckets[-1] < 1:
             raise ConfigKeyError(f"data.buckets: expected an increasing list of lengths, got {self.buckets}")
+        if self.length_grouping == "hf" and self.mixing != "union":
+            raise ConfigKeyError("data.length_grouping: 'hf' orders one pool of rows; it needs data.mixing: union")
         if self.max_length > self.buckets[-1]:
             raise ConfigKeyError(f"data.max_length: {self.max_length} exceeds the largest bucket {self.buckets[-1]}")
 
