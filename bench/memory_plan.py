@@ -3,6 +3,8 @@
     python -m bench.memory_plan                      # LLaDA-8B and Dream-7B, shipped configs (~20 min, 2 cores)
     python -m bench.memory_plan --quick              # LLaDA-8B only, fewer setups
     python -m bench.memory_plan --markdown           # also print the README tables
+    python -m bench.memory_plan --configs paper --setups shipped --devices 4 --shapes 1x256 1x1024 --no-breakdown
+                                                     # the paper presets (configs/paper/, README "Reproduce the paper")
 
 For each shipped config (configs/tofu_llada8b.yaml, configs/tofu_dream7b.yaml) with the full-size
 architecture (tests/models/data/*_config.json), each mesh size (1, 4, 8 devices; FSDP as the
@@ -48,6 +50,11 @@ MODELS = {
     "LLaDA-8B": ("configs/tofu_llada8b.yaml", "tests/models/data/llada_8b_instruct_config.json"),
     "Dream-7B": ("configs/tofu_dream7b.yaml", "tests/models/data/dream_v0_instruct_7b_config.json"),
 }
+# --configs paper: the paper presets (reference padding, max length 1024; configs/paper/).
+PAPER_MODELS = {
+    "LLaDA-8B": ("configs/paper/tofu_llada8b_forget10_mdu.yaml", MODELS["LLaDA-8B"][1]),
+    "Dream-7B": ("configs/paper/tofu_dream7b_forget10_mdu.yaml", MODELS["Dream-7B"][1]),
+}
 SETUPS = {
     "shipped": [],
     "+fp32 master": ["optim.master_weights=true"],
@@ -57,6 +64,9 @@ SETUPS = {
     "LoRA r16 fused, pinned act.": ["model.lora_rank=16", "model.fuse_anchor_pass=true",
                                     "parallel.shard_activations=true"],
     "no remat, no chunk": ["model.remat_policy=none", "objective.chunk_size=0"],
+    # The reference's micro-batch is 4 rows: on 8 devices FSDP over 4 of the mesh axes and tensor
+    # parallelism over 2 keeps it (rows/device then counts rows per FSDP shard).
+    "fsdp4 x tensor2": ["parallel.mesh={data: 1, fsdp: 4, tensor: 2}"],
 }
 # name, devices (FSDP mesh), HBM per device in GiB
 HARDWARE = [("1x H100 80GB", 1, 79.6), ("8x H100 80GB", 8, 79.6), ("TPU v4-8", 4, 32.0),
@@ -75,11 +85,12 @@ class Row:
 
 
 F16_PROXY = True
+CONFIG_SET = "shipped"
 
 
 def plan(model: str, setup: str, devices: int, rows_per_device: int, seq: int, overrides=(), layers=0) -> Row:
     """Compiles one case and returns its row."""
-    yaml_path, hf_path = MODELS[model]
+    yaml_path, hf_path = (PAPER_MODELS if CONFIG_SET == "paper" else MODELS)[model]
     cfg = load_config(os.path.join(ROOT, yaml_path), list(SETUPS.get(setup, [])) + list(overrides))
     if F16_PROXY and jax.default_backend() == "cpu":
         cfg = memory.cpu_proxy(cfg)
@@ -168,9 +179,12 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--no-f16-proxy", dest="f16_proxy", action="store_false",
                    help="on CPU, compile bfloat16 as is (XLA:CPU then adds float32 weight copies)")
+    p.add_argument("--configs", choices=("shipped", "paper"), default="shipped",
+                   help="shipped: configs/tofu_*.yaml; paper: configs/paper/tofu_*_forget10_mdu.yaml (the reference "
+                        "protocol: visible padding to the longest row, max length 1024)")
     a = p.parse_args(argv)
-    global F16_PROXY
-    F16_PROXY = a.f16_proxy
+    global F16_PROXY, CONFIG_SET
+    F16_PROXY, CONFIG_SET = a.f16_proxy, a.configs
     if a.quick:
         a.models, a.setups, a.shapes, a.breakdown = ["LLaDA-8B"], ["shipped", "LoRA r16 fused"], ["1x512"], False
     shapes = [tuple(int(x) for x in s.split("x")) for s in a.shapes]

@@ -30,7 +30,13 @@ p-value against --retain-reference: the JSON this command wrote for the retain-o
 the same --forget-split and --max-examples), extraction strength, exact memorisation and
 Min-K% privleak (forget vs holdout; teacher forcing = left-to-right masked predictions).
 --profile mdu: the MDU paper's numbers (Eq. 14 probability, raw truth ratio over the first 3
-perturbed answers, its sampler settings).
+perturbed answers, its sampler settings, every generated token decoded, bfloat16 weights unless
+--dtype is given), plus forget quality and model utility from those estimators: forget quality =
+KS p-value of the per-example forget truth ratios R = exp(nll_gt - mean nll_perturbed[:3])
+against --retain-reference (the retain-only model's JSON under --profile mdu); model utility =
+harmonic mean of retain mean probability, ROUGE-L and mean max(0, 1 - R), and on real authors
+and world facts of the normalised probability p_gt / (p_gt + sum p_perturbed), ROUGE-L and
+mean max(0, 1 - R).
 RWKU: forget levels 1-3 and neighbour levels 1-2 (ROUGE-L recall), MIA loss on forget vs
 retain passages, utility (MMLU, TruthfulQA MC1, TriviaQA, BBH, fluency).
 Data come from the Hub (locuslab/TOFU, jinzhuoran/RWKU) unless --data-dir gives a local copy.
@@ -72,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--buckets", help="comma-separated padded lengths of the compiled programs, e.g. 128,256,512 "
                                     "(default: 16, 24, 32, 48, 64, 96, ...; fewer buckets compile fewer programs)")
     g.add_argument("--seed", type=int, help="likelihood seed (default 0; mdu profile 42)")
-    g.add_argument("--dtype", help="compute dtype override, e.g. float32 or bfloat16")
+    g.add_argument("--dtype", help="compute dtype override, e.g. float32 or bfloat16 (default: the checkpoint's; "
+                                  "--profile mdu: bfloat16 weights and compute, as MDU's scripts load them)")
+    g.add_argument("--decode", choices=("cut", "all"),
+                   help="TOFU generations: cut at EOS / end of turn (open-unlearning default) or decode every "
+                        "generated token with special tokens skipped (mdu default, MDU's scripts)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -89,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--profile open-unlearning is for --benchmark tofu (rwku: rwku or mdu)")
         if args.retain_reference and not os.path.isfile(args.retain_reference):
             raise ResultError(f"--retain-reference {args.retain_reference}: no such file")
-        cfg, params, tok = load_pretrained(args.model, dtype=args.dtype)
+        # MDU's scripts load the checkpoint with torch_dtype=bfloat16: weights and compute in bf16.
+        dtypes = (dict(dtype="bfloat16", param_dtype="bfloat16") if profile == "mdu" and args.dtype is None
+                  else dict(dtype=args.dtype))
+        cfg, params, tok = load_pretrained(args.model, **dtypes)
         common = dict(data_dir=args.data_dir, max_examples=args.max_examples, mc_samples=args.mc_samples,
                       gen_length=args.gen_length, steps=args.steps, block_length=args.block_length, profile=profile,
                       seed=args.seed, batch_size=args.batch_size, rows_per_forward=args.rows_per_forward,
@@ -99,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate_tofu(cfg, params, tok, forget_split=args.forget_split, retain_split=args.retain_split,
                                    holdout_split=args.holdout_split, include_real_authors=not args.no_real_authors,
                                    include_world_facts=not args.no_world_facts,
-                                   retain_reference=args.retain_reference, privacy=not args.no_privacy, **common)
+                                   retain_reference=args.retain_reference, privacy=not args.no_privacy,
+                                   decode=args.decode, **common)
         else:
+            if args.decode:
+                raise ValueError("--decode is a TOFU option (RWKU's profiles fix their own decoding)")
             utility = [u.strip() for u in args.utility.split(",") if u.strip()]
             result = evaluate_rwku(cfg, params, tok, subject=args.subject, utility=utility,
                                    long_gen_length=args.long_gen_length, **common)
+        result.setdefault("settings", {}).update(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     except (DataError, CheckpointError, ConfigError, ResultError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

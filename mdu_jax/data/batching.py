@@ -3,8 +3,9 @@
 The batch of micro-step ``s`` is a pure function of (examples, seed, s): the order of epoch e
 is a permutation drawn from ``(seed, e)``, grouped by length in mega-batches (as HF's
 LengthGroupedSampler does) so padding stays small, and each batch is right-padded to the
-smallest configured bucket that holds it. A run therefore compiles one program per bucket, and
-resuming at step s needs nothing but s.
+smallest configured bucket that holds it (``padding='bucket'``: a run compiles one program per
+bucket) or to its own longest row (``padding='longest'``: the reference's collator; one program
+per distinct length). Resuming at step s needs nothing but s.
 """
 
 from __future__ import annotations
@@ -39,6 +40,25 @@ class Batch:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+def hf_length_grouped(perm: np.ndarray, lens: np.ndarray, group_rows: int) -> np.ndarray:
+    """HF's LengthGroupedSampler order of one epoch, from the random permutation `perm`.
+
+    ``group_rows`` is the Trainer's grouping batch (per-device rows x accumulation steps). The
+    permutation is cut into mega-batches of ``m * group_rows`` rows, m = min(n // (4 group_rows),
+    50) (at least 1); each is sorted by length, longest first (ties keep their order); the
+    epoch's longest row is swapped with the first mega-batch's first row; micro-batches are then
+    consecutive slices of the result. Returns int64 [n].
+    """
+    n = len(perm)
+    mult = max(1, min(n // (group_rows * 4), 50))
+    size = mult * group_rows
+    megas = [sorted(perm[i: i + size].tolist(), key=lambda j: -int(lens[j])) for i in range(0, n, size)]
+    heads = [int(lens[m[0]]) for m in megas]
+    top = heads.index(max(heads))
+    megas[0][0], megas[top][0] = megas[top][0], megas[0][0]
+    return np.asarray([j for m in megas for j in m], np.int64)
+
+
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
     for b in buckets:
         if length <= b:
@@ -65,7 +85,10 @@ def pad_rows(rows: Sequence[np.ndarray], prompt_lens: Sequence[int], T: int, pad
 class BatchPlan:
     """Global batches for every micro-step of a run; ``batch(step)`` is deterministic.
 
-    mixing='union': the shuffled union of forget and retain examples (the reference's
+    length_grouping='shuffled': mega-batches of ``MEGA_BATCH`` batches sorted by length, the
+    batches then shuffled; 'hf': HF's LengthGroupedSampler order (``hf_length_grouped``) over
+    optimiser-step groups of `group_batches` micro-batches, as the reference's Trainer (only the
+    random permutation differs: numpy's, not torch's). mixing='union': the shuffled union of forget and retain examples (the reference's
     concatenate + shuffle), split inside the step by ``is_forget``. mixing='paired': every batch
     holds `forget_batch_size` forget rows followed by retain rows; an epoch is one pass over the
     forget set (retain rows cycle in their own shuffled order).
@@ -73,12 +96,20 @@ class BatchPlan:
 
     def __init__(self, forget: Sequence[Example], retain: Sequence[Example], *, batch_size: int, seed: int,
                  buckets: Sequence[int], pad_id: int, mixing: str = "union", forget_batch_size: int | None = None,
-                 pad_labels: str = "ignore"):
+                 pad_labels: str = "ignore", padding: str = "bucket", length_grouping: str = "shuffled",
+                 group_batches: int = 1):
+        if padding not in ("bucket", "longest"):
+            raise DataError(f"padding: expected 'bucket' or 'longest', got {padding!r}")
+        if length_grouping not in ("shuffled", "hf"):
+            raise DataError(f"length_grouping: expected 'shuffled' or 'hf', got {length_grouping!r}")
+        if length_grouping == "hf" and mixing != "union":
+            raise DataError("length_grouping 'hf': HF's sampler orders one pool of rows (data.mixing: union)")
+        self.length_grouping, self.group_batches = length_grouping, int(group_batches)
         if not forget and not retain:
             raise DataError("no training examples: the forget and retain sets are both empty")
         self.forget, self.retain = list(forget), list(retain)
         self.batch_size, self.seed, self.buckets = batch_size, seed, list(buckets)
-        self.pad_id, self.mixing, self.pad_labels = pad_id, mixing, pad_labels
+        self.pad_id, self.mixing, self.pad_labels, self.padding = pad_id, mixing, pad_labels, padding
         if mixing == "union":
             self.pool = self.forget + self.retain
             if len(self.pool) < batch_size:
@@ -99,6 +130,8 @@ class BatchPlan:
         perm = rng.permutation(n)
         if lens is None:
             return perm
+        if self.length_grouping == "hf":
+            return hf_length_grouped(perm, lens, bs * self.group_batches)
         # Sort by length inside mega-batches, then shuffle the batches: little padding, random order.
         groups = [perm[i: i + MEGA_BATCH * bs] for i in range(0, n, MEGA_BATCH * bs)]
         perm = np.concatenate([g[np.argsort(-lens[g], kind="stable")] for g in groups])
@@ -125,11 +158,14 @@ class BatchPlan:
         return f_idx, np.asarray(r_idx, np.int64)
 
     def batch(self, step: int) -> Batch:
-        """The global micro-batch of micro-step `step`, padded to its bucket."""
+        """The global micro-batch of micro-step `step`, padded to its bucket (or its longest row)."""
         a, b = self.indices(step)
         rows = [self.pool[j] for j in a] if self.mixing == "union" else (
             [self.forget[j] for j in a] + [self.retain[j] for j in b])
-        T = bucket_for(int(lengths(rows).max()), self.buckets)
+        longest = int(lengths(rows).max())
+        T = bucket_for(longest, self.buckets)  # also refuses a row beyond the largest bucket
+        if self.padding == "longest":
+            T = longest
         ids, maskable, attn = pad_rows([r.input_ids for r in rows], [r.prompt_len for r in rows], T,
                                        self.pad_id, self.pad_labels)
         is_forget = np.array([r.is_forget for r in rows], bool)

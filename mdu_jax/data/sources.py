@@ -98,6 +98,39 @@ def rwku_target_dir(data_dir: str, subject: str | None) -> str:
     raise DataError(f"{data_dir}: no RWKU target {subject!r}; available: {names}")
 
 
+def _rank(folder_name: str) -> int:
+    head = folder_name.split("_", 1)[0]
+    return int(head) if head.isdigit() else 1 << 30
+
+
+def load_rwku_split_head(config: str, n: int, data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The first `n` rows of RWKU's whole `config` split, every target's rows included (what MDU's
+    eval_rwku_dream.py reads for MMLU: the Hub split's first 100 rows, not the target's).
+
+    Hub: the split's first `n` rows. Local copy: the per-target folders concatenated in rank
+    order (``<rank>_<Name>``), the order RWKU's Hub splits list their targets in; a copy without
+    the rank-1 target therefore starts elsewhere than the Hub split (a DataError says so).
+    """
+    hub_config = RWKU_ALIASES.get(config, config)
+    if hub_config not in RWKU_FILES:
+        raise DataError(f"unknown RWKU config {config!r}; known: {sorted(RWKU_FILES)}")
+    if data_dir is None:
+        return _hub_rows(RWKU_HUB, hub_config, "test")[:n]
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{data_dir}: no such data folder")
+    targets = sorted((d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))), key=_rank)
+    if not targets or _rank(targets[0]) != 1:
+        raise DataError(f"{data_dir}: the first rows of RWKU's {hub_config!r} split belong to target 1, which this "
+                        f"copy lacks (folders: {targets[:3]}...)")
+    rows: list[dict[str, Any]] = []
+    for d in targets:
+        if len(rows) >= n:
+            break
+        rows.extend(load_jsonl_or_json(os.path.join(data_dir, d, RWKU_FILES[hub_config] + ".json")))
+    return rows[:n]
+
+
 def load_rwku(config: str, subject: str | None = None, data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """RWKU rows of a Hub `config` (or its local file name, e.g. 'passage'), for one `subject`."""
     hub_config = RWKU_ALIASES.get(config, config)

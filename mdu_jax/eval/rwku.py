@@ -34,9 +34,9 @@ What each set does under each profile:
   the script's: Dream's floor schedule then reveals the 5 tokens in the last 4 steps; LLaDA's
   official schedule, one block of 5, reveals one token per step, so 5 effective steps); correct
   if the first character of the stripped generation, uppercased, is the gold letter. The
-  script takes the first 100 rows of the whole Hub split, not of the target: with the Hub
-  (``data_dir=None``) this does the same; a local folder holds one target's rows, so there it
-  is that target's first 100.
+  script takes the first 100 rows of the whole Hub split, not of the target, and so does this
+  profile (``sources.load_rwku_split_head``): a local copy's target folders are read in rank
+  order, so the rows are target 1's first 100 whichever target is evaluated.
 - TruthfulQA MC1 (``truthfulqa_mc1``): rwku: zero-shot 'Q: {question}' user turn and 'A:'
   after the header (RWKU prepends its 6-example QA primer); each choice is scored by its summed
   log-likelihood (MDLM estimator) and the highest wins. mdu: each choice is rendered as
@@ -78,7 +78,7 @@ import numpy as np
 
 from mdu_jax import metrics as M
 from mdu_jax.data.encoding import DataError
-from mdu_jax.data.sources import load_rwku
+from mdu_jax.data.sources import load_rwku, load_rwku_split_head
 from mdu_jax.eval import results as R
 from mdu_jax.eval import scoring as S
 from mdu_jax.eval.ar_nll import ar_nll_batches, ar_programs, sequence_ar_nll  # noqa: F401 (public here too)
@@ -498,10 +498,9 @@ def evaluate_rwku(cfg: ModelConfig, params, tokenizer, *, subject: str | None = 
         data["mia_retain"] = _load("mia_retain", subject, data_dir, max_examples)
     for u in utility:
         if u == "mmlu" and profile == "mdu":
-            # The script reads the first 100 rows of the whole Hub split (not filtered by subject);
-            # a local folder holds only its target's rows.
-            rows = load_rwku(UTILITY_SETS[u], subject if data_dir is not None else None, data_dir)
-            data[UTILITY_SETS[u]] = rows[:MDU_MMLU_ROWS][:max_examples]
+            # The script reads the first 100 rows of the whole Hub split, whatever the target.
+            rows = load_rwku_split_head(UTILITY_SETS[u], MDU_MMLU_ROWS, data_dir)
+            data[UTILITY_SETS[u]] = rows[:max_examples]
         else:
             data[UTILITY_SETS[u]] = _load(UTILITY_SETS[u], subject, data_dir, max_examples)
     ctx = dict(cfg=cfg, params=params, tokenizer=tokenizer, profile=profile, mc_samples=int(mc_samples), seed=seed,

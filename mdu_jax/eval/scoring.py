@@ -225,20 +225,22 @@ def generation_batches(prompts: Sequence[list[int]], *, gen_length: int, batch_s
 def generate_texts(cfg: ModelConfig, params, tokenizer, prompts: Sequence[list[int]], *, gen_length: int,
                    steps: int, block_length: int | None = None, algorithm: str | None = None,
                    schedule: str = "official", batch_size: int = 32, chunk: int = 128, cut_newline: bool = False,
-                   buckets: Sequence[int] | None = None, progress=None,
+                   stop_at_eos: bool = True, buckets: Sequence[int] | None = None, progress=None,
                    on_forward: Callable[[int], None] | None = None) -> list[str]:
     """Greedy (temperature 0) generations of each prompt, decoded with special tokens skipped,
     cut at EOS / end of turn (and at the first newline with ``cut_newline``, as RWKU), stripped.
+    ``stop_at_eos=False`` decodes every generated token instead (MDU's scripts: whatever the
+    model wrote after EOS stays in the text; only the special tokens themselves are dropped).
 
-    A batch stops as soon as every row's text is settled (``generate``'s ``stop_early``: the same
-    texts, fewer steps). ``progress`` (a tqdm bar) advances per prompt; ``on_forward(n)`` after
+    With the cut, a batch stops as soon as every row's text is settled (``generate``'s
+    ``stop_early``: the same texts, fewer steps); without it every step runs. ``progress`` (a tqdm bar) advances per prompt; ``on_forward(n)`` after
     each segment of denoising steps (see ``generate``)."""
-    stops = stop_ids(cfg, tokenizer)
+    stops = stop_ids(cfg, tokenizer) if stop_at_eos else []
     texts: list[str] = []
     for lo, hi in _chunks(len(prompts), chunk):
         out = generate(cfg, params, list(prompts[lo:hi]), tokenizer=tokenizer, gen_length=gen_length, steps=steps,
                        block_length=block_length, temperature=0.0, algorithm=algorithm, schedule=schedule,
-                       batch_size=batch_size, stop_token_ids=stops, prompt_buckets=buckets, stop_early=True,
+                       batch_size=batch_size, stop_token_ids=stops, prompt_buckets=buckets, stop_early=stop_at_eos,
                        on_forward=on_forward)
         for text in out.texts:
             if cut_newline:

@@ -12,9 +12,13 @@ every per-example value and the aggregates. Two profiles:
   nine, or of those evaluated); forget quality (KS p-value against a retain model's saved
   truth ratios); exact memorisation, extraction strength and Min-K% MIA / privleak against the
   holdout split, from left-to-right teacher-forced predictions (see ``scoring``).
-- ``mdu`` (reference-mdlm 7.1/7.2): MDU's sampler settings, Eq. 14 probability on the bare
-  answer (128 samples, seed 42), raw truth ratio of the ground-truth answer against the first
-  3 perturbed answers, ROUGE-L recall; means over examples.
+- ``mdu`` (reference-mdlm 7.1/7.2): MDU's sampler settings, generations decoded token by token
+  to the end (special tokens skipped, no cut at EOS), Eq. 14 probability on the bare answer
+  (128 samples, seed 42), raw truth ratio of the ground-truth answer against the first 3
+  perturbed answers, ROUGE-L recall; means over examples. On top of the scripts' numbers:
+  normalised probability on real authors / world facts, model utility and (with a retain
+  reference evaluated under this profile) forget quality, from the same estimators
+  (``mdu_utility``), so the paper's scoring sits on TOFU's two axes.
 """
 
 from __future__ import annotations
@@ -58,6 +62,15 @@ def sampler_settings(cfg: ModelConfig, profile: str, **overrides) -> dict[str, A
     if cfg.family == "dream":
         base["block_length"] = None
     return base
+
+
+def stops_at_eos(profile: str, decode: str | None = None) -> bool:
+    """Whether generations are cut at EOS / end of turn: ``decode`` 'cut' or 'all' (every generated
+    token decoded, special tokens skipped, as MDU's scripts do), or None for the profile's own
+    rule (open-unlearning: cut; mdu: all)."""
+    if decode not in (None, "cut", "all"):
+        raise ValueError(f"decode: expected 'cut' or 'all', got {decode!r}")
+    return (profile != "mdu") if decode is None else decode == "cut"
 
 
 def eval_split_name(split: str) -> str:
@@ -109,7 +122,7 @@ def _score_split(kind: str, rows: list[dict], ctx: dict, bars: dict) -> tuple[li
                            progress=bars["lik"])
     prompts = [S.chat_prompt_ids(tok, row["question"]) for row in rows]
     gens = S.generate_texts(cfg, params, tok, prompts, batch_size=ctx["batch_size"], progress=bars["gen"],
-                            buckets=ctx["buckets"], **ctx["sampler"])
+                            buckets=ctx["buckets"], stop_at_eos=ctx["stop_at_eos"], **ctx["sampler"])
 
     per, has_para = [], correct_key != "answer"
     for i, row in enumerate(rows):
@@ -126,8 +139,8 @@ def _score_split(kind: str, rows: list[dict], ctx: dict, bars: dict) -> tuple[li
             if has_para:
                 rec["paraphrased_avg_nll"] = corr_nll
             rec["truth_ratio"] = float(M.truth_ratio([corr_nll], [pert])[0])
-            if not person:
-                rec["prob_normalised"] = float(M.normalised_probability([np.exp(-ans_nll)], [np.exp(-pert)])[0])
+        if not person:
+            rec["prob_normalised"] = float(M.normalised_probability([np.exp(-ans_nll)], [np.exp(-pert)])[0])
         per.append(rec)
 
     p = PREFIX[kind]
@@ -140,6 +153,8 @@ def _score_split(kind: str, rows: list[dict], ctx: dict, bars: dict) -> tuple[li
     if mdu:
         aggs = {f"{p}_Q_A_ROUGE": mean("rougeL_recall"), f"{p}_Q_A_Prob": mean("prob"),
                 truth_key: float(np.mean(ratios))}
+        if not person:
+            aggs[f"{p}_Q_A_Prob_normalised"] = mean("prob_normalised")
     else:
         aggs = {f"{p}_Q_A_ROUGE": mean("rougeL_recall"),
                 f"{p}_Q_A_Prob" + ("" if person else "_normalised"): mean("prob" if person else "prob_normalised")}
@@ -178,6 +193,48 @@ def _privacy(ctx: dict, forget_rows: list[dict], holdout_rows: list[dict], forge
     return {"aggregates": aggs, "holdout": holdout_per, "privleak_reference_auc": ref_auc}
 
 
+# Model utility under the mdu profile: open-unlearning's nine components, each computed from the
+# profile's own per-example values (Eq. 14 probabilities, raw truth ratios R = p_perturbed / p_gt).
+MDU_UTILITY_PARTS = {"retain": ("retain_Q_A_Prob", "retain_Q_A_ROUGE"),
+                     "real_authors": ("ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE"),
+                     "world_facts": ("wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE")}
+
+
+def mdu_utility(per_example: dict[str, list[dict]], aggregates: dict[str, float],
+                reference: dict | None) -> dict[str, Any]:
+    """Forget quality and model utility from the mdu profile's own numbers.
+
+    Forget quality: the two-sample KS p-value between this model's per-example forget-set truth
+    ratios R_i = exp(nll_gt_i - mean_j nll_pert_ij) (Eq. 14 per-token NLLs, the ground-truth
+    answer against the first 3 perturbed answers) and the retain-only model's, both evaluated
+    under this profile on the same rows (None without a reference). KS compares distributions
+    and is unchanged by one monotone map of both samples, so the raw R serves as TOFU's
+    statistic. Model utility: the harmonic mean of, per evaluated split (retain, real authors,
+    world facts), the answer probability (retain: mean Eq. 14 probability; others: mean
+    normalised probability p_gt / (p_gt + sum_j p_pert_j)), the ROUGE-L recall, and the truth
+    ratio as open-unlearning scores a split that should stay known, mean max(0, 1 - R_i).
+    Returns {'aggregates': {'forget_quality', 'model_utility', '<split>_truth_ratio_utility'},
+    'notes': [...]}.
+    """
+    out: dict[str, Any] = {}
+    notes = []
+    parts = []
+    for kind, (prob_key, rouge_key) in MDU_UTILITY_PARTS.items():
+        if kind not in per_example:
+            continue
+        prefix = PREFIX[kind]
+        tr_key = f"{prefix}_truth_ratio_utility"
+        out[tr_key] = M.retain_truth_ratio([r["truth_ratio"] for r in per_example[kind]])
+        parts += [aggregates[prob_key], aggregates[rouge_key], out[tr_key]]
+    out["model_utility"] = M.harmonic_mean(parts) if parts else None
+    if len(parts) < 9:
+        notes.append(f"mdu profile: model_utility is the harmonic mean of {len(parts)} components "
+                     "(real authors / world facts not evaluated)")
+    ratios = [r["truth_ratio"] for r in per_example["forget"]]
+    out["forget_quality"] = M.forget_quality(ratios, reference["truth_ratios"]) if reference is not None else None
+    return {"aggregates": out, "notes": notes}
+
+
 def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None = None, forget_split: str = "forget10",
                   retain_split: str = "retain_perturbed", holdout_split: str | None = None,
                   include_real_authors: bool = True, include_world_facts: bool = True,
@@ -187,7 +244,7 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
                   seed: int | None = None, batch_size: int = 32, rows_per_forward: int = 64,
                   real_authors_split: str = "real_authors_perturbed",
                   world_facts_split: str = "world_facts_perturbed", buckets: Sequence[int] | None = None,
-                  model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+                  decode: str | None = None, model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
     """TOFU metrics of one model; returns the result dict (``results.write_result`` saves it).
 
     forget_split: 'forget10' (read from 'forget10_perturbed') or any split with TOFU's perturbed
@@ -200,6 +257,13 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
     gen_length / steps / block_length override the profile's sampler (``sampler_settings``).
     buckets: padded sequence / prompt lengths of the compiled programs (default: the
     likelihood and sampler modules' 1.5x ladders); one program is compiled per bucket.
+    decode: 'cut' (text up to EOS / end of turn) or 'all' (every generated token, special
+    tokens skipped); None: the profile's rule (``stops_at_eos``).
+
+    With a retain reference, the mdu profile also gives forget quality and model utility on
+    its own estimators (``mdu_utility``): the KS p-value of the per-example raw truth ratios
+    (Eq. 14) against the retain model's, and the harmonic mean of the retain / real-author /
+    world-fact numbers; model utility is given with or without a reference.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
@@ -235,14 +299,13 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
     forget_fp = R.fingerprint([r["question"] for r in rows["forget"]])
     reference = None
     if retain_reference is not None:
-        if profile != "open-unlearning":
-            raise ValueError("retain_reference: forget quality is an open-unlearning metric; use that profile")
         reference = R.retain_reference(retain_reference, forget_split=base_split, forget_fingerprint=forget_fp,
                                        profile=profile)
     ctx = dict(cfg=cfg, params=params, tokenizer=tokenizer, profile=profile, mc_samples=int(mc_samples), seed=int(seed),
                batch_size=batch_size, rows_per_forward=rows_per_forward, split_files=files,
                buckets=None if buckets is None else tuple(int(b) for b in buckets),
-               sampler=sampler_settings(cfg, profile, gen_length=gen_length, steps=steps, block_length=block_length))
+               sampler=sampler_settings(cfg, profile, gen_length=gen_length, steps=steps, block_length=block_length),
+               stop_at_eos=stops_at_eos(profile, decode))
     n_lik = sum(len(r) * (1 + (k in ("forget", "retain") and profile != "mdu")
                           + (3 if profile == "mdu" or k not in ("forget", "retain") else 5)) for k, r in rows.items())
     bars = {"lik": S.progress_bar(n_lik, "likelihood", progress),
@@ -254,6 +317,10 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
             per_example[kind], aggs = _score_split(kind, rows[kind], ctx, bars)
             aggregates.update(aggs)
         notes = []
+        if profile == "mdu":
+            utility = mdu_utility(per_example, aggregates, reference)
+            aggregates.update(utility["aggregates"])
+            notes += utility["notes"]
         if profile == "open-unlearning":
             mu, used = M.model_utility(aggregates)
             aggregates["model_utility"] = mu
@@ -276,7 +343,8 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
         "family": cfg.family, "forget_split": base_split, "splits": files,
         "fingerprints": {"forget": forget_fp},
         "settings": {"mc_samples": int(mc_samples), "seed": int(seed), "max_examples": max_examples,
-                     "estimator": "eq14" if profile == "mdu" else "llada", **ctx["sampler"]},
+                     "estimator": "eq14" if profile == "mdu" else "llada", **ctx["sampler"],
+                     "decode": "cut" if ctx["stop_at_eos"] else "all"},
         "retain_reference": reference["source"] if reference else None,
         "aggregates": aggregates, "per_example": per_example, "notes": notes,
         "seconds": round(time.time() - started, 2),

@@ -70,6 +70,16 @@ class DataSection:
     max_examples: Optional[int] = None   # per split, for quick runs
     max_length: int = 512
     buckets: list[int] = dataclasses.field(default_factory=lambda: [64, 128, 256, 512])
+    # bucket: each batch is right-padded to the smallest bucket that holds it (one compiled program
+    # per bucket). longest: to its own longest row, as the reference's DataCollatorForSeq2Seq
+    # (padding=True) after length grouping; one program per distinct length. With
+    # attend_padding the padding is visible, so only 'longest' reproduces the reference's numbers.
+    padding: Literal["bucket", "longest"] = "bucket"
+    # Which rows share a micro-batch. shuffled: mega-batches of 50 micro-batches sorted by length,
+    # then the batches shuffled. hf: HF's LengthGroupedSampler (group_by_length=True, as the
+    # reference trains): mega-batches of min(n / (4 x batch_size x grad_accum), 50) optimiser-step
+    # groups sorted longest first, taken in order (data.mixing: union only).
+    length_grouping: Literal["shuffled", "hf"] = "shuffled"
     truncation: Literal["error", "drop", "right"] = "error"
     mixing: Literal["union", "paired"] = "union"   # union: shuffled forget+retain rows (the reference)
     pad_labels: Literal["ignore", "eos"] = "ignore"  # eos: train on EOS padding (LLaDA SFT recipe)
@@ -82,6 +92,8 @@ class DataSection:
             raise ConfigKeyError("data.forget_files: benchmark 'files' needs at least one file")
         if not self.buckets or sorted(self.buckets) != list(self.buckets) or self.buckets[-1] < 1:
             raise ConfigKeyError(f"data.buckets: expected an increasing list of lengths, got {self.buckets}")
+        if self.length_grouping == "hf" and self.mixing != "union":
+            raise ConfigKeyError("data.length_grouping: 'hf' orders one pool of rows; it needs data.mixing: union")
         if self.max_length > self.buckets[-1]:
             raise ConfigKeyError(f"data.max_length: {self.max_length} exceeds the largest bucket {self.buckets[-1]}")
 
@@ -129,6 +141,11 @@ class OptimSection:
     eps: float = 1e-8
     clip_norm: float = 1.0
     grad_accum: int = 1
+    # mean: the accumulated gradient is the mean over the grad_accum micro-batches (each already
+    # normalised by its own counts). sum: their sum, as HF's Trainer does when the model's
+    # forward takes **kwargs (Dream's does: it then skips the division by the accumulation
+    # steps), so clipping at clip_norm sees a grad_accum-times larger norm.
+    accumulation: Literal["mean", "sum"] = "mean"
     # float32 master params + float32 Adam moments when model.param_dtype is bf16/fp16
     # (training.optimizer.with_master_weights); the reference updates bf16 weights directly.
     master_weights: bool = False

@@ -94,7 +94,8 @@ def build_plan(cfg: TrainConfig, tokenizer, pad_id: int) -> tuple[BatchPlan, dic
     if not forget:
         raise DataError("the forget set is empty after truncation (every row was dropped)")
     plan = BatchPlan(forget, retain, batch_size=cfg.batch_size, seed=cfg.seed, buckets=d.buckets, pad_id=pad_id,
-                     mixing=d.mixing, forget_batch_size=cfg.forget_batch_size, pad_labels=d.pad_labels)
+                     mixing=d.mixing, forget_batch_size=cfg.forget_batch_size, pad_labels=d.pad_labels,
+                     padding=d.padding, length_grouping=d.length_grouping, group_batches=cfg.optim.grad_accum)
     summary = {"forget_rows": len(forget), "retain_rows": len(retain), "truncated": report.truncated,
                "dropped": report.dropped, "truncated_by_split": report.truncated_by_split,
                "dropped_by_split": report.dropped_by_split, "longest": report.longest,

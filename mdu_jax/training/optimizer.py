@@ -1,5 +1,5 @@
 """The Optax chain: global-norm clipping, AdamW with a weight-decay mask, warmup + decay,
-gradient accumulation, and optional float32 master weights for low-precision params."""
+gradient accumulation (mean or, as HF's Trainer for Dream, sum of micro-batches), and optional float32 master weights for low-precision params."""
 
 from __future__ import annotations
 
@@ -79,6 +79,10 @@ def make_optimizer(cfg: OptimSection, total_steps: int) -> tuple[optax.GradientT
         optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask),
     )
     if cfg.grad_accum > 1:
+        if cfg.accumulation == "sum":
+            # MultiSteps hands the inner chain the mean of the micro-batch gradients: scaling by
+            # grad_accum first turns it into their sum, before clipping sees it.
+            tx = optax.chain(optax.scale(float(cfg.grad_accum)), tx)
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum)
     if cfg.master_weights:
         # Outside MultiSteps, so gradients are also accumulated in float32.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mdu_jax as mj
-from mdu_jax.data.batching import BatchPlan
+from mdu_jax.data.batching import BatchPlan, hf_length_grouped
 from mdu_jax.data.encoding import DataError, Example, encode_pair, encode_rows
 from tests.fixtures import write_hf_checkpoint
 
@@ -102,3 +102,39 @@ def test_empty_and_too_small_data_are_refused():
     rng = np.random.default_rng(2)
     with pytest.raises(DataError, match="batch_size=8 exceeds the 3 training examples"):
         BatchPlan(_examples(3, True, rng), [], batch_size=8, seed=0, buckets=[32], pad_id=1)
+
+
+def _hf_order_by_hand(perm, lens, group_rows):
+    """transformers' get_length_grouped_indices, restated: mega-batches of min(n // (4 g), 50) (>= 1)
+    groups of g rows from the permutation, each sorted longest first, the epoch's longest row
+    swapped to the very front."""
+    n = len(perm)
+    mult = min(n // (group_rows * 4), 50) or 1
+    megas = [list(perm[i:i + mult * group_rows]) for i in range(0, n, mult * group_rows)]
+    megas = [sorted(m, key=lambda j: lens[j], reverse=True) for m in megas]
+    first = [lens[m[0]] for m in megas]
+    k = int(np.argmax(first))
+    megas[0][0], megas[k][0] = megas[k][0], megas[0][0]
+    return [j for m in megas for j in m]
+
+
+def test_hf_length_grouping_is_the_trainers_sampler_order():
+    """data.length_grouping='hf' (the paper presets): the micro-batches of an epoch are consecutive
+    slices of HF's LengthGroupedSampler order over groups of batch_size x grad_accum rows."""
+    rng = np.random.default_rng(0)
+    for n, g in ((800, 16), (440, 16), (37, 16), (2000, 8)):
+        lens = rng.integers(5, 60, n)
+        perm = rng.permutation(n)
+        assert hf_length_grouped(perm, lens, g).tolist() == _hf_order_by_hand(perm, lens, g)
+    examples = [Example(np.arange(2 + (i * 7) % 23, dtype=np.int32), 1, i % 2 == 0) for i in range(48)]
+    plan = BatchPlan([e for e in examples if e.is_forget], [e for e in examples if not e.is_forget], batch_size=4,
+                     seed=3, buckets=[32], pad_id=0, length_grouping="hf", group_batches=2, padding="longest")
+    pool_lens = np.array([len(e.input_ids) for e in plan.pool])
+    perm = np.random.default_rng([3, 0, 0]).permutation(len(plan.pool))
+    order = np.concatenate([plan.indices(s)[0] for s in range(plan.steps_per_epoch)])
+    assert order.tolist() == _hf_order_by_hand(perm, pool_lens, 8)
+    assert len(plan.pool[order[0]].input_ids) == pool_lens.max()          # the longest row comes first
+    first = plan.batch(0)
+    assert first.input_ids.shape[1] == max(len(plan.pool[j].input_ids) for j in order[:4])
+    shuffled = BatchPlan(plan.forget, plan.retain, batch_size=4, seed=3, buckets=[32], pad_id=0)
+    assert np.concatenate([shuffled.indices(s)[0] for s in range(shuffled.steps_per_epoch)]).tolist() != order.tolist()

@@ -95,7 +95,10 @@ def test_mdu_profile(setup, tmp_path):
     assert r["settings"]["estimator"] == "eq14" and r["settings"]["seed"] == 42
     # The open-unlearning profile's names (issue 16 item 8: one naming for both profiles).
     assert set(a) == {"forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "retain_Q_A_ROUGE",
-                      "retain_Q_A_Prob", "retain_Truth_Ratio"}
+                      "retain_Q_A_Prob", "retain_Truth_Ratio",
+                      # issue 19: TOFU's axes from the profile's own estimators (no reference: no FQ)
+                      "model_utility", "forget_quality", "retain_truth_ratio_utility"}
+    assert a["forget_quality"] is None
     for x in r["per_example"]["forget"]:
         # raw TR: ground truth vs the first 3 perturbed answers, no min/max transform
         assert len(x["perturbed_avg_nll"]) == 3
