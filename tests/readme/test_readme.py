@@ -27,6 +27,7 @@ import yaml
 from checkpoints_convert.__main__ import build_parser as convert_parser
 import mdu_jax.training as training
 from mdu_jax import evaluate, sweep_eval, train
+from mdu_jax.experiments import rwku_corpus
 from mdu_jax.training import load_config, parse_sweep
 from mdu_jax.typed_config import to_dict
 from tests.fixtures import write_hf_checkpoint
@@ -151,6 +152,8 @@ def test_documented_command_parses_and_resolves(argv, monkeypatch, capsys):
         sweep_eval.build_parser().parse_args(args)
     elif module == "checkpoints_convert":
         convert_parser().parse_args(args)
+    elif module == "mdu_jax.experiments.rwku_corpus":
+        rwku_corpus.build_parser().parse_args(args)
     else:
         pytest.fail(f"README documents `python -m {module}`, which this test does not know how to check")
 
