@@ -92,13 +92,19 @@ def test_int8_logit_change_is_within_the_first_order_bound_and_int4_changes_more
     def logits(p):
         return forward(cfg, p, ids)[0].astype(jnp.float32).reshape(-1)
 
-    base = logits(params)
-    jac = flatten_paths(jax.jacrev(logits)(params))  # path -> [T * V, *leaf shape]
-    steps = quantization_steps(cfg, params, 8)
-    bound = sum(jnp.sum(jnp.abs(jac[p]) * (steps[p] / 2)[None], axis=tuple(range(1, jac[p].ndim)))
-                for p in steps)
-    diff8 = jnp.abs(logits(quantize_params(cfg, params, 8)) - base)
-    diff4 = jnp.abs(logits(quantize_params(cfg, params, 4)) - base)
+    def measure(p):  # one compiled program: the eager Jacobian takes ~30 s on a loaded 2-core machine
+        base = logits(p)
+        jac = flatten_paths(jax.jacrev(logits)(p))  # path -> [T * V, *leaf shape]
+        steps = quantization_steps(cfg, p, 8)
+        bound = sum(jnp.sum(jnp.abs(jac[k]) * (steps[k] / 2)[None], axis=tuple(range(1, jac[k].ndim)))
+                    for k in steps)
+        diff8 = jnp.abs(logits(quantize_params(cfg, p, 8)) - base)
+        diff4 = jnp.abs(logits(quantize_params(cfg, p, 4)) - base)
+        return bound, diff8, diff4
+
+    bound, diff8, diff4 = jax.jit(measure)(params)
     assert float(jnp.max(diff8)) > 0
     assert bool(jnp.all(diff8 <= bound)), float(jnp.max(diff8 / bound))
-    assert float(jnp.max(diff4)) > float(jnp.max(diff8))
+    # int4's steps are 127/7 = 18x int8's; the largest change grows about as much (measured 15x,
+    # and int8's sits at 3% of its bound), so 5x leaves room for seeds and platforms.
+    assert float(jnp.max(diff4)) > 5 * float(jnp.max(diff8))
