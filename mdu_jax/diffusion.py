@@ -112,9 +112,31 @@ def _uniform(key: Array, shape: tuple[int, ...]) -> Array:
     return jax.random.uniform(key, shape, jnp.float32)
 
 
-def sample_times(key: Array, batch_size: int, eps: float = 1e-3) -> Array:
-    """Diffusion times t = eps + (1 - eps) U, U ~ U[0, 1), one per row: fp32 [batch_size]."""
-    return eps + (1.0 - eps) * _uniform(key, (batch_size,))
+def check_t_range(t_range) -> tuple[float, float]:
+    """(lo, hi) of a diffusion-time band, checked: two numbers with 0 < lo < hi <= 1."""
+    if len(t_range) != 2:
+        raise ValueError(f"t_range: expected [lo, hi], got {list(t_range)}")
+    lo, hi = (float(x) for x in t_range)
+    if not 0.0 < lo < hi <= 1.0:
+        raise ValueError(f"t_range: expected 0 < lo < hi <= 1, got [{lo}, {hi}]")
+    return lo, hi
+
+
+def sample_times(key: Array, batch_size: int, eps: float = 1e-3, t_range=None,
+                 band_rows: Array | None = None) -> Array:
+    """Diffusion times t = eps + (1 - eps) U, U ~ U[0, 1), one per row: fp32 [batch_size].
+
+    With `t_range` (lo, hi) (the timestep ablation), rows draw t = lo + (hi - lo) U from the same
+    U instead: all rows, or only those where `band_rows` (bool [batch_size]) is True. With the
+    linear schedule t is each token's masking probability, so the band is a band of masking ratios.
+    """
+    u = _uniform(key, (batch_size,))
+    t = eps + (1.0 - eps) * u
+    if t_range is None:
+        return t
+    lo, hi = check_t_range(t_range)
+    banded = lo + (hi - lo) * u
+    return banded if band_rows is None else jnp.where(band_rows, banded, t)
 
 
 def forward_mask(key: Array, input_ids: Array, maskable: Array, t: Array, mask_id: int,
@@ -130,15 +152,16 @@ def forward_mask(key: Array, input_ids: Array, maskable: Array, t: Array, mask_i
 
 
 def noise_batch(key: Array, input_ids: Array, maskable: Array, mask_id: int, *, eps: float = 1e-3,
-                schedule: str = "linear") -> tuple[Array, Array, Array]:
+                schedule: str = "linear", t_range=None, band_rows: Array | None = None
+                ) -> tuple[Array, Array, Array]:
     """sample_times then forward_mask: (noised_ids, masked, t). With per-row keys, each row's
-    time and mask come from its own key only."""
+    time and mask come from its own key only. `t_range`, `band_rows`: see ``sample_times``."""
     if _is_row_keys(key):
         pairs = jax.vmap(lambda k: jax.random.split(k))(key)
         k_t, k_m = pairs[:, 0], pairs[:, 1]
     else:
         k_t, k_m = jax.random.split(key)
-    t = sample_times(k_t, input_ids.shape[0], eps)
+    t = sample_times(k_t, input_ids.shape[0], eps, t_range, band_rows)
     noised, masked = forward_mask(k_m, input_ids, maskable, t, mask_id, schedule)
     return noised, masked, t
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from mdu_jax import typed_config
+from mdu_jax.diffusion import check_t_range
 from mdu_jax.models.lora import TARGETS as LORA_TARGETS, LoraSpec
 from mdu_jax.typed_config import ConfigKeyError
 
@@ -112,6 +113,9 @@ class ObjectiveSection:
     retain_loss_weight: Optional[Literal["scheduler", "uniform", "cart"]] = None  # None: family default
     schedule: Literal["linear", "cosine"] = "linear"
     time_eps: float = 1e-3
+    # [lo, hi]: forget rows draw their diffusion time t ~ U[lo, hi) instead of U[time_eps, 1) (the
+    # timestep ablation: unlearn only at masking ratios in a band); retain rows keep the full range.
+    t_range: Optional[list[float]] = None
     npo_beta: float = 0.1
     npo_batch_level: bool = False        # the MDU reference's batch-level NPO instead of per-sequence
     simnpo_gamma: float = 0.0
@@ -126,6 +130,11 @@ class ObjectiveSection:
             raise ConfigKeyError(f"objective.tau: expected >= 0, got {self.tau}")
         if self.chunk_size < 0:
             raise ConfigKeyError(f"objective.chunk_size: expected >= 0, got {self.chunk_size}")
+        if self.t_range is not None:
+            try:
+                check_t_range(self.t_range)
+            except ValueError as e:
+                raise ConfigKeyError(f"objective.{e}") from None
 
 
 @dataclasses.dataclass

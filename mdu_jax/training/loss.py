@@ -88,7 +88,7 @@ def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: 
         attn = None if attend_padding else batch["attention_mask"]
         keys = diffusion.row_keys(key, ids.shape[0], row_offset)
         noised, masked, t = diffusion.noise_batch(keys, ids, maskable, mask_id, eps=obj.time_eps,
-                                                  schedule=obj.schedule)
+                                                  schedule=obj.schedule, t_range=obj.t_range, band_rows=is_forget)
         if lora is None:
             def cond_hidden(inputs, mask):
                 return hidden_states(model_cfg, params, inputs, mask)
