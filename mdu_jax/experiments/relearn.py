@@ -108,6 +108,7 @@ class RelearnResult:
     held_out_before: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict of its fields."""
         return dataclasses.asdict(self)
 
 

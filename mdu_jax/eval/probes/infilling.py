@@ -139,6 +139,7 @@ class InfillingCurve:
     hidden_tokens: list[int]
 
     def to_json(self) -> dict[str, Any]:
+        """The curve as a JSON-ready dict of its fields."""
         return dataclasses.asdict(self)
 
 
