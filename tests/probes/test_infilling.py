@@ -81,3 +81,15 @@ def test_bad_pairs_are_named():
         infilling_curve(cfg, None, [([1, 2], [])], [0.5])
     with pytest.raises(ValueError, match="order"):
         infilling_curve(cfg, None, [([1, 2], [3])], [0.5], order="suffix")
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_padding_and_batching_do_not_change_a_pairs_numbers(family):
+    """A short pair scored alone and right-padded beside a longer one (and in a partly filled
+    chunk) gives the same confidences: padding is masked out of attention for both families."""
+    cfg = tiny_config(family)
+    params = init_params(cfg, jax.random.key(1))
+    short, long = (PROMPT, ANSWER[:4]), (PROMPT + ANSWER, ANSWER)
+    alone = answer_confidence(cfg, params, [short], batch_size=1)[0]
+    together = answer_confidence(cfg, params, [long, short, long], batch_size=2)[1]
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-7)  # float32, summation order only
