@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdu_jax.models.config import ModelConfig
+from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
 from mdu_jax.sampling.prompts import batch_bucket, bucket_length
 
@@ -180,6 +180,7 @@ def _estimate(cfg: ModelConfig, params, pairs, *, estimator: str, mc_samples: in
     if mc_samples < 1:
         raise ValueError(f"mc_samples: expected >= 1, got {mc_samples!r}")
     pairs = _as_pairs(cfg, pairs)
+    run_cfg = inference_config(cfg)
     totals = np.zeros(len(pairs), dtype=np.float64)
     # An empty answer needs no pass and scores 0, as in MDU's compute_eq14_loss.
     batches = likelihood_batches([(len(p), len(a)) for p, a in pairs], mc_samples=mc_samples,
@@ -198,7 +199,7 @@ def _estimate(cfg: ModelConfig, params, pairs, *, estimator: str, mc_samples: in
             P[r], L[r] = len(pairs[n][0]), len(pairs[n][1])
         pair_ids = np.asarray([n for n, _ in padded], dtype=np.int32)
         sample_ids = np.asarray([s for _, s in padded], dtype=np.int32)
-        scores = np.asarray(row_scores(cfg, cfg_scale > 0, b.answer_slots, params, ids, attn, P, L, pair_ids,
+        scores = np.asarray(row_scores(run_cfg, cfg_scale > 0, b.answer_slots, params, ids, attn, P, L, pair_ids,
                                        sample_ids, np.uint32(seed), estimator == "llada", np.int32(group),
                                        np.float32(cfg_scale)), dtype=np.float64)
         np.add.at(totals, pair_ids[:len(chunk)], scores[:len(chunk)])

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdu_jax.models.config import ModelConfig
+from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
 from mdu_jax.sampling.prompts import batch_bucket, bucket_length
 
@@ -84,6 +84,7 @@ def sequence_ar_nll(cfg: ModelConfig, params, sequences: Sequence[list[int]], *,
     A one-token sequence scores 0.
     """
     out = np.zeros(len(sequences), dtype=np.float64)
+    run_cfg = inference_config(cfg)
     for b in ar_nll_batches([len(s) for s in sequences], rows_per_forward=rows_per_forward, buckets=buckets):
         R, T, chunk = b.padded_rows, b.length, list(b.members)
         # Spare rows repeat the first sequence: an all-padding Dream row would mask every query.
@@ -93,7 +94,7 @@ def sequence_ar_nll(cfg: ModelConfig, params, sequences: Sequence[list[int]], *,
         for r, n in enumerate(padded):
             ids[r, :len(sequences[n])] = sequences[n]
             attn[r, :len(sequences[n])] = 1
-        total, count = (np.asarray(x, dtype=np.float64) for x in _ar_nll_sums(cfg, params, ids, attn))
+        total, count = (np.asarray(x, dtype=np.float64) for x in _ar_nll_sums(run_cfg, params, ids, attn))
         out[chunk] = total[:len(chunk)] / np.maximum(count[:len(chunk)], 1.0)
         if progress is not None:
             progress.update(len(chunk))

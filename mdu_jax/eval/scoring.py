@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from mdu_jax.data.encoding import encode_pair
 from mdu_jax.likelihood import LikelihoodBatch, eq14_nll, likelihood_batches, loglikelihood
-from mdu_jax.models.config import ModelConfig
+from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
 from mdu_jax.sampling import generate
 from mdu_jax.sampling.prompts import BatchPlan, batch_bucket, bucket_length, plan_batches
@@ -188,6 +188,7 @@ def teacher_forced(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], li
     scored = [len(a) for _, a in pairs] if scored is None else list(scored)
     out = [{k: np.zeros(min(scored[n], len(a)), dtype=np.float64 if k not in ("pred", "gold") else np.int64)
             for k in ("logp", "pred", "mu", "sigma", "gold")} for n, (_, a) in enumerate(pairs)]
+    run_cfg = inference_config(cfg)
     for b in teacher_forced_batches(pairs, scored, rows_per_forward=rows_per_forward, buckets=buckets):
         R, T, chunk = b.padded_rows, b.length, list(b.rows)
         padded = chunk + [chunk[0]] * (R - len(chunk))
@@ -202,7 +203,7 @@ def teacher_forced(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], li
             attn[r, :len(seq)] = 1
             read_at[r] = len(prompt) + t
             targets[r] = answer[t]
-        lp, pred, mu, sigma = (np.asarray(x) for x in _token_stats(cfg, params, ids, attn, read_at, targets))
+        lp, pred, mu, sigma = (np.asarray(x) for x in _token_stats(run_cfg, params, ids, attn, read_at, targets))
         for r, (n, t) in enumerate(chunk):
             o = out[n]
             o["logp"][t], o["pred"][t], o["mu"][t], o["sigma"][t] = lp[r], pred[r], mu[r], sigma[r]

@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from mdu_jax.models import dream, llada
@@ -24,8 +25,9 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
 # Attention kernels (mdu_jax.models.layers.attention): 'xla' reference einsums; 'cudnn' GPU flash
 # attention (bf16/fp16); 'splash' the Pallas TPU splash kernel (T a multiple of 128; off TPU only
 # in interpret mode with MDU_JAX_SPLASH_INTERPRET=1); 'auto' cudnn on GPU, splash on TPU where
-# supported, else xla.
-ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto")
+# supported, else xla; 'chunked' the xla arithmetic per (row, head, query block) for long
+# sequences (what the CPU samplers and scorers run: ``inference_config``).
+ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto", "chunked")
 
 
 def canonical_dtype(name: str, field: str = "dtype") -> str:
@@ -218,5 +220,15 @@ class ModelConfig:
         return {"llada": llada.config_to_hf, "dream": dream.config_to_hf}[self.family](self)
 
 
-__all__ = ["ModelConfig", "ConfigError", "canonical_dtype", "expect", "require", "FAMILIES", "DTYPES",
-           "REMAT_POLICIES", "ATTENTION_IMPLS"]
+def inference_config(cfg: ModelConfig) -> ModelConfig:
+    """The config the no-gradient programs (samplers, likelihoods, scores) run `cfg` with: on a
+    CPU, 'xla' attention becomes 'chunked' (same arithmetic one query block at a time; see
+    ``layers.chunked_attention`` for why and how much); anything else is returned unchanged.
+    Training keeps the config it is given."""
+    if cfg.attention_impl == "xla" and jax.default_backend() == "cpu":
+        return cfg.replace(attention_impl="chunked")
+    return cfg
+
+
+__all__ = ["ModelConfig", "inference_config", "ConfigError", "canonical_dtype", "expect", "require", "FAMILIES",
+           "DTYPES", "REMAT_POLICIES", "ATTENTION_IMPLS"]

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdu_jax.models.config import ModelConfig
+from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.sampling import dream as dream_lib
 from mdu_jax.sampling import llada as llada_lib
 from mdu_jax.sampling import prompts as prompts_lib
@@ -264,6 +264,7 @@ def generate(cfg: ModelConfig, params, prompts, *, tokenizer=None, gen_length: i
                      alg_temp=alg_temp, suppress_tokens=suppress_tokens,
                      confidence_suppress_tokens=confidence_suppress_tokens)
     stop = (cfg.eos_token_id,) if stop_token_ids is None else tuple(int(t) for t in stop_token_ids)
+    run_cfg = inference_config(cfg)
     tokens = np.zeros((len(ids), gen_length), dtype=np.int32)
     ran = skipped = 0
     for batch in prompts_lib.plan_batches([len(p) for p in ids], gen_length, batch_size, prompt_buckets):
@@ -272,7 +273,7 @@ def generate(cfg: ModelConfig, params, prompts, *, tokenizer=None, gen_length: i
         # A device array from the start: every segment then hits the same jit cache entry.
         gen = jax.device_put(np.full((batch.rows, gen_length), cfg.mask_token_id, dtype=np.int32))
         for start, end in segments(spec):
-            gen = denoise(cfg, spec, params, gen, canvas.input_ids, canvas.uncond_ids, canvas.attention_mask,
+            gen = denoise(run_cfg, spec, params, gen, canvas.input_ids, canvas.uncond_ids, canvas.attention_mask,
                           canvas.position_ids, canvas.gen_index, canvas.row_ids, np.uint32(seed), np.int32(start),
                           np.int32(end))
             ran += end - start

@@ -1,0 +1,64 @@
+"""'chunked' attention (layers.chunked_attention): the XLA path's values one (row, head, query
+block) at a time, for LLaDA's key mask, Dream's query-and-key mask and grouped-query heads.
+
+Tolerance: both paths compute the same float32 arithmetic; only the dots' summation order
+differs (a [chunk, h] x [h, S] product instead of one batched einsum), so outputs of size ~1
+agree to a few ulp; 2e-6 absolute leaves a margin of ~10x over the largest difference seen.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdu_jax.models import layers
+from mdu_jax.models.config import inference_config
+from tests.sampling.tiny import tiny_config
+
+T = 2 * layers.CHUNKED_MIN_LENGTH
+
+
+def _qkv(B, T, H, K, h=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return (jnp.asarray(rng.standard_normal((B, T, n, h)), jnp.float32) for n in (H, K, K))
+
+
+@pytest.mark.parametrize("queries_masked", [False, True])
+@pytest.mark.parametrize("heads", [(4, 4), (4, 2)])
+def test_chunked_equals_the_xla_path(queries_masked, heads):
+    H, K = heads
+    q, k, v = _qkv(2, T, H, K)
+    valid = np.arange(T)[None, :] < np.asarray([[T - 77], [T // 3]])  # two rows, both padded
+    valid = jnp.asarray(valid)
+    mask = valid[:, None, None, :]
+    if queries_masked:  # Dream: pad queries see nothing (a uniform softmax, finite)
+        mask = mask & valid[:, None, :, None]
+    want = layers.attention(q, k, v, mask, "xla")
+    got = jax.jit(lambda *a: layers.attention(*a, "chunked"))(q, k, v, mask)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=2e-6)
+
+
+def test_chunked_without_a_mask_and_a_row_is_independent_of_its_batch():
+    q, k, v = _qkv(3, T, 4, 4, seed=1)
+    together = layers.attention(q, k, v, None, "chunked")
+    np.testing.assert_allclose(np.asarray(together), np.asarray(layers.attention(q, k, v, None, "xla")),
+                               rtol=0, atol=2e-6)
+    alone = layers.attention(q[1:2], k[1:2], v[1:2], None, "chunked")
+    np.testing.assert_array_equal(np.asarray(together[1:2]), np.asarray(alone))
+
+
+def test_short_or_uneven_sequences_take_the_plain_path_unchanged():
+    for length in (layers.CHUNKED_MIN_LENGTH - layers.ATTENTION_CHUNK, T + 8):
+        q, k, v = _qkv(1, length, 4, 4)
+        np.testing.assert_array_equal(np.asarray(layers.attention(q, k, v, None, "chunked")),
+                                      np.asarray(layers.attention(q, k, v, None, "xla")))
+
+
+def test_inference_config_chunks_xla_attention_on_a_cpu_only():
+    cfg = tiny_config("llada")
+    assert cfg.attention_impl == "xla"
+    want = "chunked" if jax.default_backend() == "cpu" else "xla"
+    assert inference_config(cfg).attention_impl == want
+    for other in ("cudnn", "splash", "auto", "chunked"):
+        assert inference_config(cfg.replace(attention_impl=other)).attention_impl == other
