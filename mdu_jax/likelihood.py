@@ -43,7 +43,7 @@ import numpy as np
 
 from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
-from mdu_jax.sampling.prompts import batch_bucket, bucket_length
+from mdu_jax.sampling.prompts import batch_bucket, bucket_length, pack_rows
 
 ESTIMATORS = ("llada", "eq14")
 
@@ -188,15 +188,9 @@ def _estimate(cfg: ModelConfig, params, pairs, *, estimator: str, mc_samples: in
     for b in batches:
         R, T, chunk = b.padded_rows, b.length, list(b.rows)
         padded = chunk + [chunk[0]] * (R - len(chunk))
-        ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
-        attn = np.zeros((R, T), dtype=np.int32)
-        P = np.zeros(R, dtype=np.int32)
-        L = np.zeros(R, dtype=np.int32)
-        for r, (n, _) in enumerate(padded):
-            seq = pairs[n][0] + pairs[n][1]
-            ids[r, :len(seq)] = seq
-            attn[r, :len(seq)] = 1
-            P[r], L[r] = len(pairs[n][0]), len(pairs[n][1])
+        ids, attn = pack_rows([pairs[n][0] + pairs[n][1] for n, _ in padded], R, T, cfg.pad_token_id)
+        P = np.asarray([len(pairs[n][0]) for n, _ in padded], dtype=np.int32)
+        L = np.asarray([len(pairs[n][1]) for n, _ in padded], dtype=np.int32)
         pair_ids = np.asarray([n for n, _ in padded], dtype=np.int32)
         sample_ids = np.asarray([s for _, s in padded], dtype=np.int32)
         scores = np.asarray(row_scores(run_cfg, cfg_scale > 0, b.answer_slots, params, ids, attn, P, L, pair_ids,

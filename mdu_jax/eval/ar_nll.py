@@ -13,7 +13,7 @@ import numpy as np
 
 from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
-from mdu_jax.sampling.prompts import batch_bucket, bucket_length
+from mdu_jax.sampling.prompts import batch_bucket, bucket_length, pack_rows
 
 _AR_TRACES = [0]
 
@@ -87,13 +87,7 @@ def sequence_ar_nll(cfg: ModelConfig, params, sequences: Sequence[list[int]], *,
     run_cfg = inference_config(cfg)
     for b in ar_nll_batches([len(s) for s in sequences], rows_per_forward=rows_per_forward, buckets=buckets):
         R, T, chunk = b.padded_rows, b.length, list(b.members)
-        # Spare rows repeat the first sequence: an all-padding Dream row would mask every query.
-        padded = chunk + [chunk[0]] * (R - len(chunk))
-        ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
-        attn = np.zeros((R, T), dtype=np.int32)
-        for r, n in enumerate(padded):
-            ids[r, :len(sequences[n])] = sequences[n]
-            attn[r, :len(sequences[n])] = 1
+        ids, attn = pack_rows([sequences[n] for n in chunk], R, T, cfg.pad_token_id)
         total, count = (np.asarray(x, dtype=np.float64) for x in _ar_nll_sums(run_cfg, params, ids, attn))
         out[chunk] = total[:len(chunk)] / np.maximum(count[:len(chunk)], 1.0)
         if progress is not None:

@@ -35,7 +35,7 @@ from mdu_jax.likelihood import LikelihoodBatch, eq14_nll, likelihood_batches, lo
 from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
 from mdu_jax.sampling import generate
-from mdu_jax.sampling.prompts import BatchPlan, batch_bucket, bucket_length, plan_batches
+from mdu_jax.sampling.prompts import BatchPlan, batch_bucket, bucket_length, pack_rows, plan_batches
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
 
@@ -192,17 +192,11 @@ def teacher_forced(cfg: ModelConfig, params, pairs: Sequence[tuple[list[int], li
     for b in teacher_forced_batches(pairs, scored, rows_per_forward=rows_per_forward, buckets=buckets):
         R, T, chunk = b.padded_rows, b.length, list(b.rows)
         padded = chunk + [chunk[0]] * (R - len(chunk))
-        ids = np.full((R, T), cfg.pad_token_id, dtype=np.int32)
-        attn = np.zeros((R, T), dtype=np.int32)
-        read_at = np.zeros(R, dtype=np.int32)
-        targets = np.zeros(R, dtype=np.int32)
-        for r, (n, t) in enumerate(padded):
-            prompt, answer = pairs[n]
-            seq = list(prompt) + list(answer[:t]) + [cfg.mask_token_id] * (len(answer) - t)
-            ids[r, :len(seq)] = seq
-            attn[r, :len(seq)] = 1
-            read_at[r] = len(prompt) + t
-            targets[r] = answer[t]
+        # answer token t is read with the answer's first t tokens visible and the rest masked
+        ids, attn = pack_rows([list(pairs[n][0]) + list(pairs[n][1][:t]) + [cfg.mask_token_id] * (len(pairs[n][1]) - t)
+                               for n, t in padded], R, T, cfg.pad_token_id)
+        read_at = np.asarray([len(pairs[n][0]) + t for n, t in padded], dtype=np.int32)
+        targets = np.asarray([pairs[n][1][t] for n, t in padded], dtype=np.int32)
         lp, pred, mu, sigma = (np.asarray(x) for x in _token_stats(run_cfg, params, ids, attn, read_at, targets))
         for r, (n, t) in enumerate(chunk):
             o = out[n]

@@ -263,3 +263,16 @@ def decode(tokenizer, tokens: np.ndarray, stop_ids: Sequence[int], skip_special_
     """Text of each row of ``tokens`` [N, G], cut at the first stop id, special tokens skipped."""
     return [tokenizer.decode(trim_at_stop(row, stop_ids), skip_special_tokens=skip_special_tokens)
             for row in np.asarray(tokens)]
+
+
+def pack_rows(sequences: Sequence[Sequence[int]], rows: int, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention_mask), both int32 [rows, length]: ``sequences[r]`` left-aligned in row r,
+    `pad_id` and mask 0 after it. Rows past ``len(sequences)`` repeat ``sequences[0]``, because an
+    all-padding Dream row would mask every query; callers read only the first ``len(sequences)``."""
+    ids = np.full((rows, length), pad_id, dtype=np.int32)
+    mask = np.zeros((rows, length), dtype=np.int32)
+    for r in range(rows):
+        seq = sequences[r] if r < len(sequences) else sequences[0]
+        ids[r, :len(seq)] = seq
+        mask[r, :len(seq)] = 1
+    return ids, mask
