@@ -59,6 +59,7 @@ class DemoConfig:
     sft_batch_size: int = 32
     sft_lr: float = 3e-3
     sft_warmup_ratio: float = 0.05
+    sft_prompt_dropout: float = 0.0
     sft_loss_weight: str = "uniform"   # the MDLM loss weight of SFT: 'scheduler' (1/t, LLaDA) or 'uniform'
     sft_paraphrases: bool = True   # SFT on the paraphrased answers too (demo.stages.sft_rows)
     unlearn_steps: int = 150

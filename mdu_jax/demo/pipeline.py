@@ -139,7 +139,8 @@ def _filled(stage: StageSection, **defaults) -> StageSection:
 def sft_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
     """The SFT stage with the demo size's measured recipe filled in where unset."""
     return _filled(run.sft, steps=demo.sft_steps, lr=demo.sft_lr, batch_size=demo.sft_batch_size,
-                   warmup_ratio=demo.sft_warmup_ratio, loss_weight=demo.sft_loss_weight)
+                   warmup_ratio=demo.sft_warmup_ratio, loss_weight=demo.sft_loss_weight,
+                   prompt_dropout=demo.sft_prompt_dropout)
 
 
 def unlearn_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
@@ -175,7 +176,7 @@ def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progres
     shutil.rmtree(out, ignore_errors=True)  # an interrupted run's leftovers: start the stage afresh
     rows = write_json(os.path.join(cache, f"{split}-{key}.json"),
                       sft_rows(assets.world, split, paraphrases(run, assets.config)))
-    objective = ObjectiveSection(method="sft", retain_loss_weight=stage.loss_weight)
+    objective = ObjectiveSection(method="sft", retain_loss_weight=stage.loss_weight, prompt_dropout=stage.prompt_dropout)
     cfg = train_config(stage, "sft", model_path=assets.model_dir, objective=objective,
                        forget_file=rows, retain_file=None, output_dir=out,
                        max_length=row_length(run, assets.config), seed=run.demo.seed)

@@ -36,8 +36,10 @@ class StageSection:
     batch_size: Optional[int] = None
     warmup_ratio: Optional[float] = None
     seed: Optional[int] = None           # data order and masking; None: demo.seed
-    # SFT only: the MDLM loss weight ('scheduler' = 1/t as LLaDA's SFT, or 'uniform').
+    # SFT only: the MDLM loss weight ('scheduler' = 1/t as LLaDA's SFT, or 'uniform'), and the
+    # fraction of rows trained with the prompt masked (objective.prompt_dropout).
     loss_weight: Optional[Literal["scheduler", "uniform"]] = None
+    prompt_dropout: Optional[float] = None
     # How right-padding is treated: a target ('eos') or not ('ignore'), visible to attention or not.
     # None: the stage's recipe (SFT: eos and visible, LLaDA's SFT; unlearning: ignore and hidden).
     pad_labels: Optional[Literal["ignore", "eos"]] = None
