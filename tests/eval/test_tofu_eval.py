@@ -107,9 +107,11 @@ def test_mdu_profile(setup, tmp_path):
     r = json.loads(out.read_text())
     a = r["aggregates"]
     assert r["settings"]["estimator"] == "eq14" and r["settings"]["seed"] == 42
-    # The open-unlearning profile's names (issue 16 item 8: one naming for both profiles).
+    # The open-unlearning profile's names (issue 16 item 8: one naming for both profiles), and the
+    # answer-shape checks every profile reports (issue 15: degenerate forgetting).
+    shape = {f"{s}_{k}" for s in ("forget", "retain") for k in ("empty_rate", "short_rate", "mean_words")}
     assert set(a) == {"forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "retain_Q_A_ROUGE",
-                      "retain_Q_A_Prob", "retain_Truth_Ratio"}
+                      "retain_Q_A_Prob", "retain_Truth_Ratio"} | shape
     for x in r["per_example"]["forget"]:
         # raw TR: ground truth vs the first 3 perturbed answers, no min/max transform
         assert len(x["perturbed_avg_nll"]) == 3
