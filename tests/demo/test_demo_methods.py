@@ -54,12 +54,15 @@ def test_unlearning_stage_runs_each_kind_of_data_plumbing(method, tmp_path):
     and "I don't know" file reach the training stack (MDU runs in the end-to-end demo test)."""
     demo = DemoConfig.ci(num_people=8, hidden_size=32, num_layers=1, intermediate_size=48)
     assets = prepare_demo(demo, tmp_path / "assets")
-    run = pipeline.load_demo_config(None, [f"objective.method={method}", "unlearn.steps=2", "unlearn.batch_size=4",
-                                           "max_length=40"])
+    # GA trains on the 10 forget rows alone: a batch larger than that becomes one of every row.
+    batch = 64 if method == "ga" else 4
+    run = pipeline.load_demo_config(None, [f"objective.method={method}", "unlearn.steps=2",
+                                           f"unlearn.batch_size={batch}", "max_length=40"])
     final = pipeline._unlearn(run, assets, assets.model_dir, str(tmp_path / method), str(tmp_path), None,
                               progress=False)
     cfg_yaml = (tmp_path / method / "config.yaml").read_text()
     assert f"method: {method}" in cfg_yaml
+    assert f"batch_size: {10 if method == 'ga' else 4}" in cfg_yaml
     rows = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
     assert ("retain" in rows[-1]) == (method in ("sft", "idkpo"))

@@ -14,15 +14,14 @@ from mdu_jax.demo.pipeline import (demo_config, load_demo_config, paraphrases, r
 def run_facts_per_person(run):
     return demo_config(run).facts_per_person
 
-# Margins on the reduced demo (2 forget / 9 retain authors, D=64 x 2 layers, 600 SFT + 50 MDU
-# steps on 32-token rows): after MDU the forget ROUGE-L recall must fall to at most 70% of its
-# value after SFT, and the retain ROUGE-L recall keep at least 85% of it. Measured here (2-core
-# CPU, this test's 8 fake devices): forget 0.888 -> 0.449 (0.51x), retain 0.866 -> 0.846
-# (0.98x). The full-size demo's own targets are 50% / 90%; the reduced world has 8 forget rows,
-# so its numbers move in steps of about 1/8 of an answer, and its 2-layer model sits close to the
-# point where unlearning starts to take the retain answers along (see DemoConfig.ci).
-FORGET_MAX_RATIO = 0.7
-RETAIN_MIN_RATIO = 0.85
+# Margins on the reduced demo (10 forget / 25 retain questions, D=64 x 2 layers, 600 SFT + 50
+# MDU steps at lr 5e-4 on 34-token rows), on fact recall (is the key fact in the generated
+# answer; ROUGE also counts the shared sentence templates): after SFT both recalls are at least
+# 0.8; after MDU the forget recall is at most half of SFT's, and the retain recall keeps 80% of
+# it. Measured on this 2-core CPU (one device): forget 0.9 -> 0.1, retain 0.9 -> 1.0. Ten forget
+# questions move the recall in steps of 0.1, hence the wide margins.
+FORGET_MAX_RATIO = 0.5
+RETAIN_MIN_RATIO = 0.8
 
 
 @pytest.fixture()
@@ -48,10 +47,12 @@ def test_reduced_demo_forgets_the_forget_authors_and_keeps_the_rest(tmp_path, no
     before, after, twin = aggs["before (SFT)"], aggs["after MDU (tau=1)"], aggs["retain-only twin"]
     print(f"forget ROUGE {before['forget_Q_A_ROUGE']:.3f} -> {after['forget_Q_A_ROUGE']:.3f}; "
           f"retain ROUGE {before['retain_Q_A_ROUGE']:.3f} -> {after['retain_Q_A_ROUGE']:.3f}; forget fact recall "
-          f"{before['forget_fact_recall']:.3f} -> {after['forget_fact_recall']:.3f} (twin {twin['forget_fact_recall']:.3f})")
-    assert before["forget_Q_A_ROUGE"] >= 0.8 and before["retain_Q_A_ROUGE"] >= 0.8  # SFT taught the facts
-    assert after["forget_Q_A_ROUGE"] <= FORGET_MAX_RATIO * before["forget_Q_A_ROUGE"]
-    assert after["retain_Q_A_ROUGE"] >= RETAIN_MIN_RATIO * before["retain_Q_A_ROUGE"]
+          f"{before['forget_fact_recall']:.3f} -> {after['forget_fact_recall']:.3f} "
+          f"(twin {twin['forget_fact_recall']:.3f})")
+    assert before["forget_fact_recall"] >= 0.8 and before["retain_fact_recall"] >= 0.8  # SFT taught the facts
+    assert after["forget_fact_recall"] <= FORGET_MAX_RATIO * before["forget_fact_recall"]
+    assert after["retain_fact_recall"] >= RETAIN_MIN_RATIO * before["retain_fact_recall"]
+    assert twin["forget_fact_recall"] <= 0.2  # the twin never saw the forget facts
     # Every model carries the checks that expose degenerate forgetting, in the real evaluation path.
     for name, a in aggs.items():
         for key in ("forget_fact_recall", "retain_fact_recall", "forget_empty_rate", "forget_short_rate",
