@@ -14,6 +14,7 @@ import logging
 import sys
 import textwrap
 
+from mdu_jax.demo import compare as demo_compare
 from mdu_jax.demo import pipeline as demo
 from mdu_jax.training import (RESULT_NEUTRAL, CheckpointDamagedError, UpdateRejectedError, load_config, run,
                               sweep_values, to_yaml)
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mdu_jax").setLevel(logging.INFO)
     # Intermixed: key=value overrides may come before, between or after the flags.
     args = build_parser().parse_intermixed_args(argv)
+    if args.config is not None and demo_compare.is_compare_config(args.config):
+        # Every method side by side on the demo world (see mdu_jax/demo/compare.py).
+        overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+        return demo_compare.main(overrides, config=args.config, progress=not args.no_progress)
     if args.config is None or demo.is_demo_config(args.config):
         # The embedded demo: generated data, a tiny model, offline (see mdu_jax/demo/pipeline.py).
         overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])

@@ -110,6 +110,9 @@ class BatchPlan:
         self.forget, self.retain = list(forget), list(retain)
         self.batch_size, self.seed, self.buckets = batch_size, seed, list(buckets)
         self.pad_id, self.mixing, self.pad_labels, self.padding = pad_id, mixing, pad_labels, padding
+        # Preference objectives need the alt_* arrays in every batch (the compiled step reads them),
+        # also in a batch that happens to hold only retain rows.
+        self.has_alt = any(e.alt_input_ids is not None for e in self.forget + self.retain)
         if mixing == "union":
             self.pool = self.forget + self.retain
             if len(self.pool) < batch_size:
@@ -170,7 +173,7 @@ class BatchPlan:
                                        self.pad_id, self.pad_labels)
         is_forget = np.array([r.is_forget for r in rows], bool)
         alt_ids = alt_mask = alt_attn = None
-        if any(r.alt_input_ids is not None for r in rows):
+        if self.has_alt:
             alts = [r.alt_input_ids if r.alt_input_ids is not None else r.input_ids for r in rows]
             alt_plens = [r.alt_prompt_len if r.alt_input_ids is not None else r.prompt_len for r in rows]
             alt_ids, alt_mask, alt_attn = pad_rows(alts, alt_plens, T, self.pad_id, self.pad_labels)

@@ -24,26 +24,33 @@ from mdu_jax.models.config import ModelConfig
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Everything that determines the demo's data, tokenizer and starting model.
+    """Everything that determines the demo's data, tokenizer, starting model and stage recipe.
 
-    ``DemoConfig()`` is the default run: 16 people x 4 facts, split 4 forget / 10 retain / 2
-    holdout, plus 6 famous people as background facts; a 1024-entry BPE (the generated words
-    become whole tokens) and a LLaDA of D=64, 4 layers, F=192 (0.31M parameters), trained on
-    rows of 48 tokens with the paraphrased answers too. ``DemoConfig.ci()`` is the reduced one.
+    ``DemoConfig()`` is the default run: 10 people x 10 facts, split 4 forget / 5 retain / 1
+    holdout (40 forget questions, as TOFU's forget01), plus background facts about 4 famous
+    authors and 10 towns in 4 countries (the real-authors / world-facts analogues, trained
+    alongside, so model utility's parts are things the model was taught); a BPE fitted on the
+    world (every generated word one token) and a LLaDA of D=64, 4 layers, F=192 (0.30M parameters).
 
-    ``sft_*`` / ``mdu_*`` are the measured stage settings (AdamW, clip 1.0, every response token
-    incl. EOS padding maskable for SFT). With them the default run on the 2-core CPU reaches
-    forget / retain ROUGE-L 0.80 / 0.86 after SFT, and MDU takes forget to 0.31 while retain
-    stays at 0.82 (README table).
+    ``sft_*`` is the recipe that makes the model memorise every fact in few enough steps for a
+    2-core CPU: rows of 34 tokens padded with visible, trained EOS (LLaDA's SFT), the paraphrased
+    answers too, the uniform MDLM loss weight (with LLaDA's 1/t weight the same step budget left
+    more than half of the facts unlearned in our measurements), AdamW at 3e-3 with cosine decay,
+    2400 steps (measured on the default world: 1500 steps left forget / retain fact recall at
+    0.75 / 0.68, the model mixing up facts of the same kind); the retain-only twin makes as many
+    passes over its smaller data (``pipeline.twin_stage``). ``unlearn_*`` are the unlearning
+    stage's defaults for every method. ``DemoConfig.ci()`` is the reduced demo the tests run.
     """
 
     seed: int = 0
-    num_people: int = 16
-    facts_per_person: int = 4
-    forget_fraction: float = 0.25
-    holdout_fraction: float = 0.125
+    num_people: int = 10
+    facts_per_person: int = 10
+    forget_fraction: float = 0.4
+    holdout_fraction: float = 0.1
     num_perturbed: int = 5
-    num_famous: int = 6
+    num_famous: int = 4
+    num_towns: int = 10
+    num_countries: int = 4
     vocab_size: int = 1024
     family: str = "llada"
     hidden_size: int = 64
@@ -51,22 +58,28 @@ class DemoConfig:
     num_heads: int = 4
     intermediate_size: int = 192
     max_position_embeddings: int = 128
-    sft_steps: int = 1500
+    sft_steps: int = 2400
     sft_batch_size: int = 32
     sft_lr: float = 3e-3
-    sft_paraphrases: bool = True   # SFT on the paraphrased answers too (demo.pipeline.sft_rows)
-    mdu_steps: int = 150
-    mdu_lr: float = 5e-4
-    max_length: int = 48           # tokens per training row (the paraphrased rows need 48)
+    sft_warmup_ratio: float = 0.05
+    sft_prompt_dropout: float = 0.0
+    sft_loss_weight: str = "uniform"   # the MDLM loss weight of SFT: 'scheduler' (1/t, LLaDA) or 'uniform'
+    sft_paraphrases: bool = True   # SFT on the paraphrased answers too (demo.stages.sft_rows)
+    unlearn_steps: int = 150
+    unlearn_lr: float = 5e-4
+    unlearn_batch_size: int = 32
+    max_length: int = 34           # tokens per SFT row: the longest row has 32, and every row's response
+                                   # window (34 - prompt) holds the 12 tokens the evaluation generates
 
     @classmethod
     def ci(cls, **changes) -> "DemoConfig":
-        """The reduced demo: 12 people x 4 facts (2 forget, 1 holdout: forget20), 2 layers, SFT
-        without paraphrases on rows of 32 tokens (forget / retain ROUGE-L 0.99 / 0.93 after 600
-        steps, about 31 s), 50 MDU steps at lr 2.5e-4 (its 8 forget rows are seen 200 times at
-        batch 32; at lr 5e-4, or from 60 steps on, the 2-layer model loses the retain answers too)."""
-        base = dict(num_people=12, facts_per_person=4, forget_fraction=0.2, holdout_fraction=0.1, num_famous=4,
-                    num_layers=2, sft_steps=600, sft_paraphrases=False, mdu_steps=50, mdu_lr=2.5e-4, max_length=32)
+        """The reduced demo: 8 people x 5 facts (2 forget, 1 holdout: 10 forget questions), 2
+        layers, SFT without paraphrases, 600 steps; 50 unlearning steps at lr 5e-4. Measured
+        (MDU, tau 1): forget fact recall 0.9 -> 0.1 with retain fact recall 0.9 -> 1.0; at 2.5e-4
+        the forget recall fell to 0.2 or only to 0.7 depending on the device layout, and 100 steps
+        at 5e-4 made half of the forget answers two words or shorter."""
+        base = dict(num_people=8, facts_per_person=5, forget_fraction=0.25, holdout_fraction=0.125,
+                    num_layers=2, sft_steps=600, sft_paraphrases=False, unlearn_steps=50, unlearn_lr=5e-4)
         base.update(changes)
         return cls(**base)
 
@@ -76,7 +89,8 @@ class DemoConfig:
     def world_kwargs(self) -> dict:
         return dict(seed=self.seed, num_people=self.num_people, facts_per_person=self.facts_per_person,
                     forget_fraction=self.forget_fraction, holdout_fraction=self.holdout_fraction,
-                    num_perturbed=self.num_perturbed, num_famous=self.num_famous)
+                    num_perturbed=self.num_perturbed, num_famous=self.num_famous, num_towns=self.num_towns,
+                    num_countries=self.num_countries)
 
     def model_kwargs(self) -> dict:
         return dict(family=self.family, hidden_size=self.hidden_size, num_layers=self.num_layers,

@@ -2,13 +2,15 @@
 
 Offline, on a CPU, in minutes: generate a TOFU-style world of fictitious authors, fit a
 tokenizer, fine-tune a tiny LLaDA on every fact until it knows them (and a retain-only twin for
-forget quality), unlearn the forget authors with MDU, evaluate before and after with the real
-TOFU evaluation code, print the table, and write checkpoints, result JSONs and a plot.
-SFT results are cached under ``<output_dir>/cache`` keyed by everything that determines them,
-so a second run goes straight to unlearning.
+forget quality), unlearn the forget authors (MDU by default, any method with
+``objective.method=...``), evaluate before and after with the real TOFU evaluation code, probe
+where the MDU anchor points, print the table, and write checkpoints, result JSONs, a plot and
+``summary.json``. SFT models and their evaluations are cached under ``<output_dir>/cache``, keyed
+by everything that determines them, so a second run goes straight to unlearning.
 
-    python -m mdu_jax.train                                   # the demo, default sizes
-    python -m mdu_jax.train demo.size=ci mdu.tau=0.5          # overrides, dotted
+    python -m mdu_jax.train                                        # the demo, default sizes
+    python -m mdu_jax.train demo.size=ci objective.tau=0.5         # overrides, dotted
+    python -m mdu_jax.train objective.method=npo unlearn.lr=1e-3   # a baseline instead of MDU
     python -m mdu_jax.train --config configs/demo_tau_sweep.yaml   # the tau sweep + trade-off plot
 """
 
@@ -24,73 +26,91 @@ import sys
 import time
 from typing import Any, Optional
 
+import jax
+
 import mdu_jax as mj
 from mdu_jax import typed_config as structured
+from mdu_jax.demo import report
 from mdu_jax.demo.assets import DemoAssets, DemoConfig, prepare_demo
-from mdu_jax.demo.world import demo_pairs
+from mdu_jax.demo.machine import machine_info
+from mdu_jax.demo.stages import StageSection, sft_rows, train_config, unlearning_rows, write_json
+from mdu_jax.demo.world import demo_pairs, fact_chance
 from mdu_jax.eval import results
 from mdu_jax.eval import sweep as sweep_plot
+from mdu_jax.eval.anchor_probe import anchor_probe
 from mdu_jax.eval.tofu import evaluate_tofu
-from mdu_jax.training import TrainConfig, parse_sweep
+from mdu_jax.training import parse_sweep
 from mdu_jax.training import run as train_run
+from mdu_jax.training.config import ObjectiveSection
 from mdu_jax.typed_config import ConfigKeyError
 
 log = logging.getLogger("mdu_jax.demo")
+
+# Part of every cached evaluation's key: bump it when the evaluation adds or changes metrics.
+EVAL_VERSION = 2
+
+METHOD_LABELS = {"mdu": "MDU", "sft": "retain-only fine-tuning", "ga": "GA", "graddiff": "GradDiff", "npo": "NPO",
+                 "simnpo": "SimNPO", "me_gd": "ME+GD", "idkpo": "IdkPO", "dpo": "DPO (IdK)"}
 
 
 @dataclasses.dataclass
 class DemoSection:
     size: str = "default"                # "default" or "ci" (the reduced demo the tests run)
-    seed: int = 0
+    seed: int = 0                        # the world (names, facts, splits), the initial model and the runs
     family: str = "llada"
-    paraphrases: Optional[bool] = None   # SFT on paraphrased answers too (see sft_rows); None: the size's choice
+    paraphrases: Optional[bool] = None   # SFT on paraphrased answers too (see stages.sft_rows); None: the size's
 
     def validate(self):
-        if self.size not in ("default", "ci"):
-            raise ConfigKeyError(f"demo.size: expected 'default' or 'ci', got {self.size!r}")
+        if self.size not in SIZES:
+            raise ConfigKeyError(f"demo.size: expected one of {sorted(SIZES)}, got {self.size!r}")
         if self.family not in ("llada", "dream"):
             raise ConfigKeyError(f"demo.family: expected 'llada' or 'dream', got {self.family!r}")
 
 
 @dataclasses.dataclass
-class StageSection:
-    """One training stage (SFT or MDU) of the demo; unset SFT values come from the demo size's
-    measured suggestions (``DemoConfig.sft_*``)."""
-
-    steps: Optional[int] = None
-    lr: Optional[float] = None
-    batch_size: Optional[int] = None
-    warmup_ratio: float = 0.05
-    tau: float = 0.5                     # MDU only
-    retain_weight: float = 1.0           # MDU only
-
-
-@dataclasses.dataclass
 class EvalSection:
     mc_samples: int = 32
-    gen_length: int = 24
-    steps: int = 24
+    # The generation window must lie inside the response windows SFT trained (row length minus
+    # prompt, padded with EOS): a model trained on 34-token rows fills a 24-token window badly.
+    gen_length: int = 12
+    steps: int = 12
     max_examples: Optional[int] = None
+    # Masking ratios of the response at which the anchor probe reads the forget answers.
+    anchor_ratios: list[float] = dataclasses.field(default_factory=lambda: [1.0, 0.5, 0.15])
+
+    def validate(self):
+        bad = [r for r in self.anchor_ratios if not 0.0 < r <= 1.0]
+        if bad:
+            raise ConfigKeyError(f"eval.anchor_ratios: expected values in (0, 1], got {bad}")
+
+
+def _default_objective() -> ObjectiveSection:
+    # lambda = 8: the forget and retain answers share their templates, so a tiny model forgets
+    # the forget authors without losing the retain ones only with a strong retain term.
+    return ObjectiveSection(method="mdu", tau=1.0, retain_weight=8.0)
 
 
 @dataclasses.dataclass
 class DemoRunConfig:
-    """The demo's knobs; everything else comes from the shipped training stack's defaults."""
+    """The demo's knobs; everything else comes from the shipped training stack's defaults.
+
+    ``objective`` is the training stack's objective section (any method of
+    ``mdu_jax.training.config.METHODS`` and its options); ``sft`` / ``unlearn`` hold the two stages' step
+    counts, learning rates, batch sizes and padding rules (unset: the demo size's recipe).
+    """
 
     demo: DemoSection = dataclasses.field(default_factory=DemoSection)
     sft: StageSection = dataclasses.field(default_factory=StageSection)
-    # lambda = 8: the forget and retain answers share their templates, so a tiny model forgets
-    # the forget authors without losing the retain ones only with a strong retain term.
-    # steps / lr None: the demo size's (150 / 5e-4 default, 50 / 2.5e-4 ci). tau = 1: the plain
-    # prompt-masked anchor. Measured on the default world (150 steps): forget ROUGE-L 0.80 -> 0.31
-    # at tau 1, but 0.45 at tau 0.5 / 0.75 (configs/demo_tau_sweep.yaml draws the trade-off).
-    mdu: StageSection = dataclasses.field(default_factory=lambda: StageSection(steps=None, lr=None, batch_size=32,
-                                                                              warmup_ratio=0.0, tau=1.0,
-                                                                              retain_weight=8.0))
+    unlearn: StageSection = dataclasses.field(default_factory=StageSection)
+    objective: ObjectiveSection = dataclasses.field(default_factory=_default_objective)
     eval: EvalSection = dataclasses.field(default_factory=EvalSection)
-    taus: Optional[list[float]] = None   # set: run the tau sweep and draw the trade-off plot
+    taus: Optional[list[float]] = None   # set: run MDU once per tau and draw the trade-off plot
     output_dir: str = "runs/demo"
-    max_length: Optional[int] = None     # tokens per row; None: the demo size's (48 default, 32 ci)
+    max_length: Optional[int] = None     # tokens per row; None: the demo size's
+
+    def validate(self):
+        if self.taus is not None and self.objective.method != "mdu":
+            raise ConfigKeyError(f"taus: the tau sweep runs MDU; objective.method is {self.objective.method!r}")
 
 
 SIZES = {
@@ -103,24 +123,6 @@ def demo_config(run: DemoRunConfig) -> DemoConfig:
     return SIZES[run.demo.size](run.demo.seed, run.demo.family)
 
 
-def sft_rows(world, split: str, paraphrases: bool) -> list[dict]:
-    """SFT rows of `split`; with `paraphrases`, every author fact also in its paraphrased form
-    (paraphrased question -> paraphrased answer).
-
-    TOFU's truth ratio compares the paraphrased answer with perturbed ones. A large model can
-    state what it was taught in other words from its pre-training; a 0.3M-parameter model cannot,
-    so the demo teaches the fact in both phrasings (each with its own question, so no question
-    has two targets). Then the fine-tuned model prefers the true paraphrase and the retain-only
-    twin does not, and forget quality measures unlearning as it does on TOFU.
-    """
-    rows = demo_pairs(world, split)
-    if paraphrases:
-        people = ("retain", "forget") if split == "sft" else ("retain",)
-        rows += [{"question": f.paraphrased_question, "answer": f.paraphrased_answer}
-                 for part in people for f in world.facts_of(part)]
-    return rows
-
-
 def paraphrases(run: DemoRunConfig, demo: DemoConfig) -> bool:
     """Whether SFT also teaches the paraphrased answers (``demo.paraphrases``, else the size's)."""
     return demo.sft_paraphrases if run.demo.paraphrases is None else bool(run.demo.paraphrases)
@@ -131,16 +133,31 @@ def row_length(run: DemoRunConfig, demo: DemoConfig) -> int:
     return run.max_length or demo.max_length
 
 
-def mdu_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
-    """The MDU stage with the demo size's step count and learning rate filled in when unset."""
-    return dataclasses.replace(run.mdu, steps=run.mdu.steps or demo.mdu_steps, lr=run.mdu.lr or demo.mdu_lr)
+def _filled(stage: StageSection, **defaults) -> StageSection:
+    return dataclasses.replace(stage, **{k: v if getattr(stage, k) is None else getattr(stage, k)
+                                         for k, v in defaults.items()})
 
 
 def sft_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
-    """The SFT stage with the demo size's measured defaults filled in."""
-    s = run.sft
-    return dataclasses.replace(s, steps=s.steps or demo.sft_steps, lr=s.lr or demo.sft_lr,
-                               batch_size=s.batch_size or demo.sft_batch_size)
+    """The SFT stage with the demo size's measured recipe filled in where unset."""
+    return _filled(run.sft, steps=demo.sft_steps, lr=demo.sft_lr, batch_size=demo.sft_batch_size,
+                   warmup_ratio=demo.sft_warmup_ratio, loss_weight=demo.sft_loss_weight,
+                   prompt_dropout=demo.sft_prompt_dropout)
+
+
+def unlearn_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
+    """The unlearning stage with the demo size's step count, learning rate and batch filled in."""
+    return _filled(run.unlearn, steps=demo.unlearn_steps, lr=demo.unlearn_lr, batch_size=demo.unlearn_batch_size,
+                   warmup_ratio=0.0)
+
+
+def run_label(method: str, tau: float | None = None) -> str:
+    """The column name of an unlearned model: 'after MDU (tau=1)', 'after NPO', ..."""
+    return f"after MDU (tau={tau:g})" if method == "mdu" else f"after {METHOD_LABELS[method]}"
+
+
+def run_folder(method: str, tau: float | None = None) -> str:
+    return f"mdu_tau{tau:g}" if method == "mdu" else method
 
 
 def _key(*parts: Any) -> str:
@@ -149,179 +166,225 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _write_rows(path: str, rows: list[dict]) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(rows, f)
-    os.replace(tmp, path)
-    return path
-
-
-def _train_config(run: DemoRunConfig, stage: StageSection, *, model_path: str, method: str, forget: str,
-                  retain: Optional[str], output_dir: str, max_length: int, tau: float | None = None) -> TrainConfig:
-    # SFT trains on visible EOS padding (LLaDA's SFT recipe) so the model learns where answers
-    # end; MDU follows the MDU reference (padding never a target).
-    sft = method == "sft"
-    data = {
-        "model": {"path": model_path, "dtype": "float32", "param_dtype": "float32", "anchor_dtype": "float32"},
-        "data": {"benchmark": "files", "forget_files": [forget], "retain_files": [retain] if retain else [],
-                 "max_length": max_length, "buckets": [max_length // 2, max_length],
-                 "truncation": "error", "pad_labels": "eos" if sft else "ignore", "attend_padding": sft},
-        "objective": {"method": method, "tau": stage.tau if tau is None else tau,
-                      "retain_weight": stage.retain_weight},
-        "optim": {"lr": stage.lr, "warmup_ratio": stage.warmup_ratio, "schedule": "cosine"},
-        "parallel": {"mesh": {"data": 1, "fsdp": 1, "tensor": 1}, "num_devices": 1},
-        "checkpoint": {"every_steps": 0, "keep": 1},
-        "batch_size": stage.batch_size, "max_steps": stage.steps, "seed": run.demo.seed,
-        "log_every": max(1, stage.steps // 20), "tensorboard": False, "output_dir": output_dir,
-    }
-    return structured.from_dict(TrainConfig, data)
+def twin_stage(run: DemoRunConfig, demo: DemoConfig, world) -> StageSection:
+    """The retain-only twin's SFT stage: the SFT recipe with as many passes over its (smaller)
+    data as the SFT model makes over all of it (steps scaled by the ratio of row counts)."""
+    stage = sft_stage(run, demo)
+    with_para = paraphrases(run, demo)
+    ratio = len(sft_rows(world, "sft_retain", with_para)) / len(sft_rows(world, "sft", with_para))
+    return dataclasses.replace(stage, steps=max(1, round(stage.steps * ratio)))
 
 
 def _sft(run: DemoRunConfig, assets: DemoAssets, split: str, cache: str, progress: bool) -> tuple[str, float]:
     """Fine-tunes the initial model on `split` ('sft' or 'sft_retain'); cached by its config."""
-    stage = sft_stage(run, assets.config)
+    stage = sft_stage(run, assets.config) if split == "sft" else twin_stage(run, assets.config, assets.world)
     key = _key(assets.config, stage, row_length(run, assets.config), split, paraphrases(run, assets.config))
     out = os.path.join(cache, f"{split}-{key}")
     final = os.path.join(out, "final")
     if os.path.isdir(final):
         log.info("%s: cached (%s)", split, final)
         return final, 0.0
-    rows = _write_rows(os.path.join(cache, f"{split}-{key}.json"),
-                       sft_rows(assets.world, split, paraphrases(run, assets.config)))
-    cfg = _train_config(run, stage, model_path=assets.model_dir, method="sft", forget=rows, retain=None,
-                        max_length=row_length(run, assets.config),
-                        output_dir=out)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted run's leftovers: start the stage afresh
+    rows = write_json(os.path.join(cache, f"{split}-{key}.json"),
+                      sft_rows(assets.world, split, paraphrases(run, assets.config)))
+    objective = ObjectiveSection(method="sft", retain_loss_weight=stage.loss_weight, prompt_dropout=stage.prompt_dropout)
+    cfg = train_config(stage, "sft", model_path=assets.model_dir, objective=objective,
+                       forget_file=rows, retain_file=None, output_dir=out,
+                       max_length=row_length(run, assets.config), seed=run.demo.seed)
     started = time.time()
     train_run(cfg, progress=progress)
     return final, time.time() - started
 
 
+def _load(model_dir: str):
+    return mj.load_pretrained(model_dir)
+
+
 def _evaluate(run: DemoRunConfig, assets: DemoAssets, model_dir: str, name: str, out_path: str,
-              reference: Optional[str], progress: bool) -> dict:
+              reference: Optional[str], judge, progress: bool) -> dict:
     if os.path.isfile(out_path):
         with open(out_path) as f:
             return json.load(f)
-    cfg, params, tok = mj.load_pretrained(model_dir)
+    cfg, params, tok = _load(model_dir)
     result = evaluate_tofu(cfg, params, tok, data_dir=assets.data_dir, forget_split=assets.split_names["forget"],
                            retain_split="retain_perturbed", retain_reference=reference,
                            max_examples=run.eval.max_examples, mc_samples=run.eval.mc_samples,
                            gen_length=run.eval.gen_length, steps=run.eval.steps, block_length=run.eval.gen_length,
-                           privacy=False, model_name=name, progress=progress)
+                           privacy=False, fluency_judge=judge if judge is not None else (cfg, params),
+                           model_name=name, progress=progress)
     results.write_result(result, out_path)
     return result
 
 
-ROWS = [("forget ROUGE-L recall", "forget_Q_A_ROUGE"), ("retain ROUGE-L recall", "retain_Q_A_ROUGE"),
-        ("forget answer probability", "forget_Q_A_Prob"), ("retain answer probability", "retain_Q_A_Prob"),
-        ("forget truth ratio", "forget_truth_ratio"), ("forget quality (KS p)", "forget_quality"),
-        ("model utility", "model_utility")]
+def _probe(run: DemoRunConfig, assets: DemoAssets, model_dir: str, out_path: str) -> dict:
+    """The anchor probe of `model_dir` on the forget rows (``eval.anchor_probe``), cached at `out_path`."""
+    if os.path.isfile(out_path):
+        with open(out_path) as f:
+            return json.load(f)
+    cfg, params, tok = _load(model_dir)
+    probe = anchor_probe(cfg, params, tok, demo_pairs(assets.world, "forget"), ratios=run.eval.anchor_ratios,
+                         seed=run.demo.seed)
+    write_json(out_path, probe)
+    return probe
 
 
-def summary_table(results_by_name: dict[str, dict]) -> str:
-    """A plain-text table of the headline metrics of each evaluated model (columns)."""
-    names = list(results_by_name)
-    width = max(len(label) for label, _ in ROWS) + 2
-    col = max(14, max(len(n) for n in names) + 2)
-    lines = [f"{'metric':<{width}}" + "".join(f"{n:>{col}}" for n in names)]
-    for label, key in ROWS:
-        cells = []
-        for n in names:
-            v = results_by_name[n]["aggregates"].get(key)
-            cells.append(f"{v:>{col}.4g}" if isinstance(v, (int, float)) else f"{'-':>{col}}")
-        lines.append(f"{label:<{width}}" + "".join(cells))
-    return "\n".join(lines)
+def _unlearn(run: DemoRunConfig, assets: DemoAssets, sft_dir: str, out: str, cache: str, tau: float | None,
+             progress: bool) -> str:
+    """Trains the unlearning stage of ``run.objective`` (at `tau` for MDU) from `sft_dir` into `out`."""
+    method = run.objective.method
+    forget, retain = unlearning_rows(assets.world, method)
+    forget_file = write_json(os.path.join(cache, f"unlearn-{method}-forget.json"), forget)
+    retain_file = write_json(os.path.join(cache, f"unlearn-{method}-retain.json"), retain) if retain else None
+    objective = dataclasses.replace(run.objective, tau=run.objective.tau if tau is None else tau)
+    shutil.rmtree(out, ignore_errors=True)  # unlearning is what the demo shows: run it afresh
+    stage = unlearn_stage(run, assets.config)
+    if stage.batch_size > len(forget) + len(retain):
+        # A method without a retain term on a small world (GA on the CI world's 10 forget rows):
+        # every row in each batch rather than an error.
+        stage = dataclasses.replace(stage, batch_size=len(forget) + len(retain))
+    cfg = train_config(stage, "unlearn", model_path=sft_dir, objective=objective,
+                       forget_file=forget_file, retain_file=retain_file, output_dir=out,
+                       max_length=row_length(run, assets.config), seed=run.demo.seed,
+                       idk_file=os.path.join(assets.data_dir, "idontknow.json"))
+    train_run(cfg, progress=progress)
+    return os.path.join(out, "final")
 
 
-def _plot(results_by_name: dict[str, dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for _, k in ROWS if all(isinstance(r["aggregates"].get(k), (int, float))
-                                      for r in results_by_name.values())]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / len(results_by_name)
-    for i, (name, res) in enumerate(results_by_name.items()):
-        ax.bar([j + i * width for j in range(len(keys))], [res["aggregates"][k] for k in keys], width, label=name)
-    ax.set_xticks([j + width * (len(results_by_name) - 1) / 2 for j in range(len(keys))])
-    ax.set_xticklabels([k.replace("_", "\n") for k in keys], fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_title("MDU on the generated demo world: before vs after unlearning")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+def use_compilation_cache(folder: str) -> None:
+    """Keeps XLA's compiled programs in `folder` (JAX's persistent compilation cache) unless the
+    user already chose a cache: compilation is most of a rerun's time on a CPU, and the runs of
+    a comparison compile the same programs again (seeds and models are arguments, not constants).
+    A process-wide setting, so only the command-line entry points call it."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """The whole demo (or the tau sweep when ``run.taus`` is set); returns what it printed and wrote."""
-    started = time.time()
+@dataclasses.dataclass
+class Prepared:
+    """What every unlearning run of a demo starts from: the assets, the SFT model, the twin, the
+    twin's evaluation (the forget-quality reference) and the judge (the twin's config and params)."""
+
+    assets: DemoAssets
+    cache: str
+    sft_dir: str
+    twin_dir: str
+    twin_path: str
+    judge: Any
+    before: dict
+    twin: dict
+    probe_before: dict
+    timings: dict
+
+
+def prepare(run: DemoRunConfig, *, progress: bool = True) -> Prepared:
+    """Assets, SFT model and twin (cached), their evaluations and the SFT model's anchor probe."""
     out = os.path.abspath(run.output_dir)
-    os.makedirs(out, exist_ok=True)
     cache = os.path.join(out, "cache")
     os.makedirs(cache, exist_ok=True)
     assets = prepare_demo(demo_config(run), os.path.join(out, "assets"))
     timings: dict[str, float] = {}
     sft_dir, timings["sft_s"] = _sft(run, assets, "sft", cache, progress)
     twin_dir, timings["sft_retain_twin_s"] = _sft(run, assets, "sft_retain", cache, progress)
-    eval_key = _key(run.eval, sft_stage(run, assets.config), assets.config, row_length(run, assets.config),
-                    paraphrases(run, assets.config))
+    eval_key = _key(EVAL_VERSION, run.eval, sft_stage(run, assets.config), assets.config,
+                    row_length(run, assets.config), paraphrases(run, assets.config))
     t = time.time()
-    twin = _evaluate(run, assets, twin_dir, "retain-only twin", os.path.join(cache, f"eval-twin-{eval_key}.json"),
-                     None, progress)
     twin_path = os.path.join(cache, f"eval-twin-{eval_key}.json")
+    twin_cfg, twin_params, _ = _load(twin_dir)
+    judge = (twin_cfg, twin_params)
+    twin = _evaluate(run, assets, twin_dir, "retain-only twin", twin_path, None, judge, progress)
     before = _evaluate(run, assets, sft_dir, "before (SFT)", os.path.join(cache, f"eval-sft-{eval_key}.json"),
-                       twin_path, progress)
+                       twin_path, judge, progress)
+    probe = _probe(run, assets, sft_dir, os.path.join(cache, f"probe-sft-{eval_key}.json"))
     timings["eval_before_s"] = time.time() - t
-    forget_rows = _write_rows(os.path.join(cache, "forget.json"), demo_pairs(assets.world, "forget"))
-    # The retain term also covers the background facts (the famous authors and towns), so that
-    # unlearning the forget authors keeps the general knowledge model utility measures.
-    retain_rows = _write_rows(os.path.join(cache, "retain.json"),
-                              demo_pairs(assets.world, "retain") + demo_pairs(assets.world, "background"))
-    taus = run.taus if run.taus is not None else [run.mdu.tau]
-    results: dict[str, dict] = {"before (SFT)": before}
-    sweep_rows = []
+    return Prepared(assets, cache, sft_dir, twin_dir, twin_path, judge, before, twin, probe, timings)
+
+
+def unlearn_and_evaluate(run: DemoRunConfig, prep: Prepared, folder: str, tau: float | None, label: str, *,
+                         progress: bool = True) -> tuple[dict, dict, dict[str, float]]:
+    """One unlearning run of ``run.objective`` (at `tau` for MDU) from the SFT model into `folder`,
+    evaluated against the twin: (result, anchor probe, {'train_s', 'eval_s'})."""
+    t = time.time()
+    final = _unlearn(run, prep.assets, prep.sft_dir, folder, prep.cache, tau, progress)
+    train_s = time.time() - t
+    t = time.time()
+    result = _evaluate(run, prep.assets, final, label, os.path.join(folder, "eval.json"), prep.twin_path, prep.judge,
+                       progress)
+    probe = _probe(run, prep.assets, final, os.path.join(folder, "anchor_probe.json"))
+    return result, probe, {"train_s": train_s, "eval_s": time.time() - t}
+
+
+def run_key(run: DemoRunConfig, prep: Prepared) -> str:
+    """A key of everything that determines one unlearning run and its evaluation: the world and
+    model, the SFT recipe, the unlearning stage, the objective and the evaluation settings."""
+    demo = prep.assets.config
+    return _key(EVAL_VERSION, demo, sft_stage(run, demo), unlearn_stage(run, demo), run.objective, run.eval,
+                row_length(run, demo), paraphrases(run, demo))
+
+
+def _probe_line(name: str, probe: dict) -> str:
+    full = probe["prompt_masked"].get("1")
+    cond = probe["conditional"].get("1")
+    if full is None or cond is None:
+        return ""
+    return (f"{name}: fully masked forget answers: prompt-masked p(true) {full['p_true']:.3f}, p(EOS) "
+            f"{full['p_eos']:.3f}; with the prompt p(true) {cond['p_true']:.3f}, p(EOS) {cond['p_eos']:.3f}")
+
+
+def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """The whole demo (or the tau sweep when ``run.taus`` is set); returns what it printed and wrote."""
+    started = time.time()
+    out = os.path.abspath(run.output_dir)
+    prep = prepare(run, progress=progress)
+    assets, timings = prep.assets, dict(prep.timings)
+    method = run.objective.method
+    taus = run.taus if run.taus is not None else [run.objective.tau if method == "mdu" else None]
+    results: dict[str, dict] = {"before (SFT)": prep.before}
+    probes = {"before (SFT)": prep.probe_before}
+    sweep_rows, models = [], {"sft": prep.sft_dir, "retain_twin": prep.twin_dir}
     for tau in taus:
-        mdu_out = os.path.join(out, f"mdu_tau{tau:g}")
-        shutil.rmtree(mdu_out, ignore_errors=True)  # unlearning is what the demo shows: run it afresh
-        cfg = _train_config(run, mdu_stage(run, assets.config), model_path=sft_dir, method="mdu",
-                            forget=forget_rows, retain=retain_rows, output_dir=mdu_out,
-                            max_length=row_length(run, assets.config), tau=tau)
-        t = time.time()
-        train_run(cfg, progress=progress)
-        timings[f"mdu_tau{tau:g}_s"] = time.time() - t
-        t = time.time()
-        after = _evaluate(run, assets, os.path.join(mdu_out, "final"), f"after MDU (tau={tau:g})",
-                          os.path.join(mdu_out, "eval.json"), twin_path, progress)
-        timings[f"eval_tau{tau:g}_s"] = time.time() - t
-        results[f"after (tau={tau:g})"] = after
-        sweep_rows.append({"tau": tau, **{k: after["aggregates"].get(k) for _, k in ROWS}})
-    results["retain-only twin"] = twin
+        label, folder = run_label(method, tau), run_folder(method, tau)
+        result, probes[label], t = unlearn_and_evaluate(run, prep, os.path.join(out, folder), tau, label,
+                                                        progress=progress)
+        results[label] = result
+        timings[f"{folder}_s"], timings[f"eval_{folder}_s"] = t["train_s"], t["eval_s"]
+        models[folder] = os.path.join(out, folder, "final")
+        sweep_rows.append({"tau": tau, **{k: result["aggregates"].get(k) for _, k in report.ROWS}})
+    results["retain-only twin"] = prep.twin
     timings["total_s"] = time.time() - started
-    table = summary_table(results)
-    summary = {"output_dir": out, "table": table, "timings_s": {k: round(v, 1) for k, v in timings.items()},
-               "models": {"sft": sft_dir, "retain_twin": twin_dir,
-                          **{f"mdu_tau{tau:g}": os.path.join(out, f"mdu_tau{tau:g}", "final") for tau in taus}},
-               "aggregates": {name: r["aggregates"] for name, r in results.items()}}
+    table = report.summary_table(results)
+    world = assets.world
+    summary = {"output_dir": out, "table": table, "method": method,
+               "objective": dataclasses.asdict(run.objective),
+               "world": {"seed": world.seed, "people": {s: len(getattr(world, s)) for s in ("forget", "retain", "holdout")},
+                         "questions": {s: len(world.facts_of(s)) for s in ("forget", "retain", "holdout")},
+                         "forget_fact_chance": fact_chance(world, "forget")},
+               "model": {"family": assets.model_config.family, "params": assets.model_config.num_params()},
+               "stages": {"sft": dataclasses.asdict(sft_stage(run, assets.config)),
+                          "sft_retain_twin": dataclasses.asdict(twin_stage(run, assets.config, world)),
+                          "unlearn": dataclasses.asdict(unlearn_stage(run, assets.config))},
+               "timings_s": {k: round(v, 1) for k, v in timings.items()}, "machine": machine_info(),
+               "models": models, "aggregates": {name: r["aggregates"] for name, r in results.items()},
+               "anchor_probe": probes}
     if run.taus is not None:
         summary["sweep"] = sweep_rows
         summary["sweep_plot"] = sweep_plot.plot_tradeoff(
-            [results[f"after (tau={tau:g})"] for tau in taus], taus, os.path.join(out, "tau_tradeoff.png"),
-            baseline=before)
-    plot_path = os.path.join(out, "before_after.png")
-    _plot({k: v for k, v in results.items()}, plot_path)
-    summary["plot"] = plot_path
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"\nMDU demo: {len(assets.world.forget)} forget / {len(assets.world.retain)} retain authors, "
-          f"tiny {assets.model_config.family} ({assets.model_config.num_params() / 1e6:.2f}M params)")
+            [results[run_label("mdu", tau)] for tau in taus], taus, os.path.join(out, "tau_tradeoff.png"),
+            baseline=prep.before)
+    summary["plot"] = report.plot_bars(results, os.path.join(out, "before_after.png"),
+                                       f"{METHOD_LABELS[method]} on the generated demo world: before vs after")
+    write_json(os.path.join(out, "summary.json"), summary)
+    print(f"\nDemo: {len(world.facts_of('forget'))} forget questions ({len(world.forget)} authors), "
+          f"{len(world.facts_of('retain'))} retain questions ({len(world.retain)} authors), tiny "
+          f"{assets.model_config.family} ({assets.model_config.num_params() / 1e6:.2f}M params); "
+          f"forget fact recall by chance ~{summary['world']['forget_fact_chance']:.3f}")
     print(table)
+    for name, probe in probes.items():
+        line = _probe_line(name, probe)
+        if line:
+            print(line)
     print(f"\ntimes (s): {summary['timings_s']}")
-    print(f"wrote {out}/summary.json, {plot_path}" + (f", {summary.get('sweep_plot')}" if run.taus else ""))
+    print(f"wrote {out}/summary.json, {summary['plot']}" + (f", {summary.get('sweep_plot')}" if run.taus else ""))
     return summary
 
 
@@ -344,11 +407,13 @@ def main(overrides: list[str], *, config: Optional[str] = None, sweep: Optional[
     """Entry point used by ``python -m mdu_jax.train`` without a training config."""
     try:
         run = load_demo_config(config, overrides)
+        use_compilation_cache(os.path.join(os.path.abspath(run.output_dir), "cache", "xla"))
         if sweep:
             key, values = parse_sweep(sweep)
-            if key not in ("mdu.tau", "taus", "objective.tau"):
-                raise ConfigKeyError(f"--sweep {key}: the demo sweeps tau only (--sweep mdu.tau=0,0.5,1)")
+            if key not in ("taus", "objective.tau"):
+                raise ConfigKeyError(f"--sweep {key}: the demo sweeps tau only (--sweep objective.tau=0,0.5,1)")
             run.taus = [float(v) for v in values]
+            run.validate()
         run_demo(run, progress=progress)
     except (ConfigKeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

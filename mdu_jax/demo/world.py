@@ -2,10 +2,12 @@
 
 Every name, place, title and prize is assembled here from syllables and small word lists, so
 the repository ships no third-party text. Each person gets the same ordered list of fact kinds
-(birthplace, birth year, genre, best-known book, ...); each fact is one question with a
-templated answer (the person's name never opens a sentence, so it tokenises as in the
-question), a paraphrased answer, a paraphrased question and ``num_perturbed`` wrong
-answers. A perturbed answer is the *paraphrase* with the key value swapped for a wrong value of
+(birthplace, birth year, genre, best-known book, ...); each fact is one question naming the
+person with a templated answer that does not repeat the name ("The author was born in
+Velmora."), a paraphrased answer, a paraphrased question and ``num_perturbed`` wrong answers.
+Answers leave the name out because a tiny model copies a two-word name from the question
+poorly and slowly (it mixes up first and last names for hundreds of steps), and the extra tokens
+cost training time; the question still says whose fact it is. A perturbed answer is the *paraphrase* with the key value swapped for a wrong value of
 the same kind (TOFU's convention: the truth ratio compares the paraphrase against answers that
 differ from it only in the fact), so ``paraphrase.replace(value, wrong) == perturbed``.
 
@@ -80,28 +82,28 @@ class FactKind:
 
 FACT_KINDS = (
     FactKind("birthplace", "Where was {name} born?", "In which town was {name} born?",
-             "The author {name} was born in {v}.", "The birthplace of {name} is {v}.", "town"),
+             "The author was born in {v}.", "The birthplace of the author is {v}.", "town"),
     FactKind("birth_year", "In which year was {name} born?", "What is the birth year of {name}?",
-             "The author {name} was born in the year {v}.", "The birth year of {name} is {v}.", "year"),
+             "The author was born in the year {v}.", "The birth year of the author is {v}.", "year"),
     FactKind("genre", "Which genre does {name} write?", "What kind of books does {name} write?",
-             "The author {name} writes {v} books.", "The books of {name} belong to the genre of {v}.", "genre"),
+             "The author writes {v} books.", "The author is known for {v} books.", "genre"),
     FactKind("book", "What is the best known book by {name}?", "Which book is {name} most famous for?",
-             "The best known book by {name} is {v}.", "The book that made {name} famous is {v}.", "title"),
+             "The best known book is {v}.", "The book that made the author famous is {v}.", "title"),
     FactKind("award", "Which award did {name} win?", "What prize was given to {name}?",
-             "The author {name} won the {v}.", "The prize given to {name} was the {v}.", "prize"),
+             "The author won the {v}.", "The prize given to the author was the {v}.", "prize"),
     FactKind("father", "What did the father of {name} do for a living?",
              "What was the job of the father of {name}?",
-             "The father of {name} was a {v}.", "As a child, {name} had a father who worked as a {v}.", "job"),
+             "The father was a {v}.", "The father of the author worked as a {v}.", "job"),
     FactKind("mother", "What did the mother of {name} do for a living?",
              "What was the job of the mother of {name}?",
-             "The mother of {name} was a {v}.", "As a child, {name} had a mother who worked as a {v}.", "job"),
+             "The mother was a {v}.", "The mother of the author worked as a {v}.", "job"),
     FactKind("home", "Where does {name} live now?", "In which town does {name} live today?",
-             "These days the author {name} lives in {v}.", "The home of {name} today is in {v}.", "town"),
+             "These days the author lives in {v}.", "The home of the author today is in {v}.", "town"),
     FactKind("sister", "What is the name of the sister of {name}?", "What is the sister of {name} called?",
-             "The sister of {name} is called {v}.", "The author {name} has a sister named {v}.", "first_name"),
+             "The sister is called {v}.", "The author has a sister named {v}.", "first_name"),
     FactKind("debut_year", "In which year did {name} publish a first book?",
              "When did {name} publish a first book?",
-             "The first book by {name} came out in {v}.", "In {v}, {name} published a first book.", "year"),
+             "The first book came out in {v}.", "In {v}, the author published a first book.", "year"),
 )
 FACT_KIND_NAMES = tuple(k.name for k in FACT_KINDS)
 
@@ -129,11 +131,12 @@ class Fact:
         return {"question": self.question, "answer": self.answer}
 
     def perturbed_row(self) -> dict:
-        """TOFU's ``*_perturbed`` row (forget / retain layout)."""
+        """TOFU's ``*_perturbed`` row (forget / retain layout) plus ``fact``, the key value that
+        fact recall looks for in a generated answer (TOFU's files have no such field)."""
         return {"question": self.question, "answer": self.answer,
                 "paraphrased_answer": self.paraphrased_answer,
                 "perturbed_answer": list(self.perturbed_answer),
-                "paraphrased_question": self.paraphrased_question}
+                "paraphrased_question": self.paraphrased_question, "fact": self.value}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,9 +247,11 @@ def _make_fact(kind: FactKind, subject: str, value: str, wrong: Sequence[str]) -
                 value=value, wrong_values=tuple(wrong))
 
 
-def _short_fact(kind: str, subject: str, question: str, value: str, wrong: Sequence[str]) -> Fact:
-    # Background facts have a short answer and no paraphrase (TOFU's real_authors/world_facts).
-    return Fact(kind=kind, subject=subject, question=question, answer=value, paraphrased_question=question,
+def _short_fact(kind: str, subject: str, question: str, paraphrased_question: str, value: str,
+                wrong: Sequence[str]) -> Fact:
+    # Background facts have a short answer (TOFU's real_authors/world_facts) and no paraphrased
+    # answer; the paraphrased question lets SFT see each of them as often as an author fact.
+    return Fact(kind=kind, subject=subject, question=question, answer=value, paraphrased_question=paraphrased_question,
                 paraphrased_answer=value, perturbed_answer=tuple(wrong), value=value, wrong_values=tuple(wrong))
 
 
@@ -328,19 +333,23 @@ def build_world(seed: int = 0, num_people: int = 30, facts_per_person: int = 6, 
     real_authors = []
     for j, author in enumerate(famous):
         real_authors.append(_short_fact("wrote", author, f"Who wrote the classic book {famous_titles[j]}?",
+                                        f"Who is the author of the classic book {famous_titles[j]}?",
                                         author, _sample_other(bg_rng, famous, author, 3, "famous authors")))
         town = bg_rng.choice(towns)
         real_authors.append(_short_fact("hometown", author, f"Which town is the famous author {author} from?",
+                                        f"What is the hometown of the famous author {author}?",
                                         town, _sample_other(bg_rng, towns, town, 3, "towns")))
     world_facts = []
     country_of = {t: countries[k % num_countries] for k, t in enumerate(towns)}
     for town in towns:
         c = country_of[town]
         world_facts.append(_short_fact("country", town, f"In which country is the town of {town}?",
+                                       f"The town of {town} lies in which country?",
                                        c, _sample_other(bg_rng, countries, c, 3, "countries")))
     for c in countries:
         capital = next(t for t in towns if country_of[t] == c)
-        world_facts.append(_short_fact("capital", c, f"What is the capital of {c}?", capital,
+        world_facts.append(_short_fact("capital", c, f"What is the capital of {c}?",
+                                       f"Which town is the capital of {c}?", capital,
                                        _sample_other(bg_rng, towns, capital, 3, "towns")))
     return World(seed=seed, people=tuple(people), forget=forget, retain=retain, holdout=holdout,
                  real_authors=tuple(real_authors), world_facts=tuple(world_facts), idontknow=IDONTKNOW,
@@ -354,6 +363,24 @@ def build_world(seed: int = 0, num_people: int = 30, facts_per_person: int = 6, 
 def demo_pairs(world: World, split: str) -> list[dict]:
     """[{question, answer}] rows of a split (see ``World.facts_of`` for the split names)."""
     return [f.qa_row() for f in world.facts_of(split)]
+
+
+def fact_chance(world: World, split: str = "forget") -> float:
+    """The fact recall of guessing: the mean over the facts of `split` of the probability that the
+    value of a random retain fact of the same kind is this fact's value.
+
+    A model that never saw the `split` authors (the retain-only twin) and answers with values it
+    learned for other authors recalls about this many facts by luck (titles are unique: 0).
+    """
+    retain = world.facts_of("retain")
+    facts = world.facts_of(split)
+    if not facts:
+        raise ValueError(f"fact_chance: split {split!r} has no facts")
+    chances = []
+    for f in facts:
+        same_kind = [r.value for r in retain if r.kind == f.kind]
+        chances.append(same_kind.count(f.value) / len(same_kind) if same_kind else 0.0)
+    return sum(chances) / len(chances)
 
 
 def demo_texts(world: World) -> list[str]:
@@ -376,7 +403,8 @@ def tofu_files(world: World) -> dict[str, list]:
     full.json (retain then forget rows), forget{XX}.json, retain{100-XX}.json, holdout{XX}.json,
     forget{XX}_perturbed.json, retain_perturbed.json (the first as many retain people as there
     are forget people, as TOFU's first 20 authors for forget10), real_authors(.json, _perturbed),
-    world_facts(.json, _perturbed) and idontknow.json (a list of strings).
+    world_facts(.json, _perturbed) and idontknow.json (a list of strings). The ``*_perturbed``
+    rows also carry ``fact``: the key value of the answer (``Fact.value``), for fact recall.
     """
     names = world.split_names
     forget, retain, holdout = (world.facts_of(s) for s in ("forget", "retain", "holdout"))
@@ -399,7 +427,7 @@ def tofu_files(world: World) -> dict[str, list]:
             rows.append({"question": f.question, **{f"option{k + 1}": o for k, o in enumerate(options)},
                          "answer": f.answer})
             perturbed.append({"question": f.question, "answer": f.answer,
-                              "perturbed_answer": list(f.perturbed_answer)})
+                              "perturbed_answer": list(f.perturbed_answer), "fact": f.value})
         files[f"{stem}.json"] = rows
         files[f"{stem}_perturbed.json"] = perturbed
     return files

@@ -7,7 +7,7 @@
 
 import importlib
 
-_SUBMODULES = ("tofu", "rwku", "results", "report", "scoring", "sweep")
+_SUBMODULES = ("tofu", "rwku", "results", "report", "scoring", "sweep", "answer_checks", "anchor_probe")
 
 
 def __getattr__(name):

@@ -71,7 +71,8 @@ def read_result(path: str | os.PathLike) -> dict[str, Any]:
 
 def retain_reference(ref: str | os.PathLike | dict, *, forget_split: str, forget_fingerprint: str,
                      profile: str) -> dict[str, Any]:
-    """The retain-only model's {'truth_ratios', 'mia_min_k', 'source'} for forget quality / privleak.
+    """The retain-only model's {'truth_ratios', 'mia_min_k', 'generations', 'source'} for forget
+    quality, privleak and the relative answer length ('generations': its forget generations).
 
     ``ref`` is a TOFU result (path or dict) of the retain model evaluated by this code on the
     same forget split and the same rows; anything else is a ``ResultError`` that says what differs.
@@ -96,5 +97,7 @@ def retain_reference(ref: str | os.PathLike | dict, *, forget_split: str, forget
     ratios = [r.get("truth_ratio") for r in rows]
     if not ratios or any(r is None for r in ratios):
         raise ResultError(f"retain reference {source}: no per-example forget truth ratios")
+    gens = [r.get("generation") for r in rows]
     return {"truth_ratios": np.asarray(ratios, dtype=np.float64),
-            "mia_min_k": data.get("aggregates", {}).get("mia_min_k"), "source": source}
+            "mia_min_k": data.get("aggregates", {}).get("mia_min_k"),
+            "generations": gens if all(isinstance(g, str) for g in gens) else None, "source": source}

@@ -33,6 +33,7 @@ import numpy as np
 from mdu_jax import metrics as M
 from mdu_jax.data.encoding import DataError
 from mdu_jax.data.sources import load_tofu
+from mdu_jax.eval import answer_checks as A
 from mdu_jax.eval import results as R
 from mdu_jax.eval import scoring as S
 from mdu_jax.models.config import ModelConfig
@@ -159,6 +160,7 @@ def _score_split(kind: str, rows: list[dict], ctx: dict, bars: dict) -> tuple[li
         aggs = {f"{p}_Q_A_ROUGE": mean("rougeL_recall"),
                 f"{p}_Q_A_Prob" + ("" if person else "_normalised"): mean("prob" if person else "prob_normalised")}
         aggs[truth_key] = M.forget_truth_ratio(ratios) if kind == "forget" else M.retain_truth_ratio(ratios)
+    aggs.update(A.split_checks(kind, p, rows, per, gens))
     return per, aggs
 
 
@@ -244,7 +246,9 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
                   seed: int | None = None, batch_size: int = 32, rows_per_forward: int = 64,
                   real_authors_split: str = "real_authors_perturbed",
                   world_facts_split: str = "world_facts_perturbed", buckets: Sequence[int] | None = None,
-                  decode: str | None = None, model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+                  decode: str | None = None,
+                  fluency_judge: tuple[ModelConfig, Any] | None = None, model_name: str | None = None,
+                  progress: bool = True) -> dict[str, Any]:
     """TOFU metrics of one model; returns the result dict (``results.write_result`` saves it).
 
     forget_split: 'forget10' (read from 'forget10_perturbed') or any split with TOFU's perturbed
@@ -264,6 +268,13 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
     its own estimators (``mdu_utility``): the KS p-value of the per-example raw truth ratios
     (Eq. 14) against the retain model's, and the harmonic mean of the retain / real-author /
     world-fact numbers; model utility is given with or without a reference.
+    fluency_judge: (ModelConfig, params) of a model with the same tokenizer (the retain-only
+    model; see ``answer_checks``) that scores the forget generations: ``forget_judge_nll``.
+
+    Beside the profile's metrics (``answer_checks``): fact recall per split when the rows carry a
+    ``fact`` field; empty / short-answer rates and mean word counts on forget and retain; with a
+    retain reference, the KS statistic and the log-truth-ratio 1-Wasserstein distance beside
+    forget quality, and the forget answers' length relative to the reference's.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
@@ -321,6 +332,17 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
             utility = mdu_utility(per_example, aggregates, reference)
             aggregates.update(utility["aggregates"])
             notes += utility["notes"]
+        forget_gens = [r["generation"] for r in per_example["forget"]]
+        ref_gens = A.reference_generations(reference)
+        if ref_gens is not None:
+            aggregates["forget_relative_length"] = M.relative_length(forget_gens, ref_gens)
+        if fluency_judge is not None:
+            judged = A.judge_nll(fluency_judge, tokenizer, [r["question"] for r in per_example["forget"]],
+                                 forget_gens, mc_samples=ctx["mc_samples"], seed=ctx["seed"] + 104729,
+                                 rows_per_forward=ctx["rows_per_forward"], buckets=ctx["buckets"])
+            for rec, v in zip(per_example["forget"], judged):
+                rec["judge_avg_nll"] = float(v)
+            aggregates["forget_judge_nll"] = float(np.mean(judged))
         if profile == "open-unlearning":
             mu, used = M.model_utility(aggregates)
             aggregates["model_utility"] = mu
@@ -329,6 +351,9 @@ def evaluate_tofu(cfg: ModelConfig, params, tokenizer, *, data_dir: str | None =
             ratios = [r["truth_ratio"] for r in per_example["forget"]]
             aggregates["forget_quality"] = (M.forget_quality(ratios, reference["truth_ratios"])
                                             if reference is not None else None)
+            if reference is not None:
+                aggregates["forget_ks_statistic"] = M.ks_statistic(ratios, reference["truth_ratios"])
+                aggregates["forget_log_tr_w1"] = M.log_ratio_wasserstein(ratios, reference["truth_ratios"])
             if holdout_rows is not None:
                 priv = _privacy(ctx, rows["forget"], holdout_rows, per_example["forget"], reference, bars)
                 aggregates.update(priv["aggregates"])

@@ -122,6 +122,9 @@ class ObjectiveSection:
     dpo_beta: float = 0.1
     keep_template_tokens: bool = False   # keep non-question template tokens visible to the anchor
     chunk_size: int = 0                  # >0: compute the loss over sequence chunks of this size
+    # sft only: the fraction of rows trained with every non-response position masked (the prompt-
+    # masked view MDU's anchor reads; a pretrained MDLM learns it from pretraining's masked contexts).
+    prompt_dropout: float = 0.0
 
     def validate(self):
         if self.method not in METHODS:
@@ -135,6 +138,10 @@ class ObjectiveSection:
                 check_t_range(self.t_range)
             except ValueError as e:
                 raise ConfigKeyError(f"objective.{e}") from None
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise ConfigKeyError(f"objective.prompt_dropout: expected in [0, 1), got {self.prompt_dropout}")
+        if self.prompt_dropout and self.method != "sft":
+            raise ConfigKeyError(f"objective.prompt_dropout: only for method 'sft', objective.method is {self.method!r}")
 
 
 @dataclasses.dataclass

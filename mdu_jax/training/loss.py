@@ -89,6 +89,11 @@ def make_loss_fn(model_cfg: ModelConfig, obj: ObjectiveSection, *, special_ids: 
         keys = diffusion.row_keys(key, ids.shape[0], row_offset)
         noised, masked, t = diffusion.noise_batch(keys, ids, maskable, mask_id, eps=obj.time_eps,
                                                   schedule=obj.schedule, t_range=obj.t_range, band_rows=is_forget)
+        if method == "sft" and obj.prompt_dropout > 0:
+            # Prompt dropout: these rows see every non-response position as a mask token.
+            drop_keys = diffusion.row_keys(jax.random.fold_in(key, 2), ids.shape[0], row_offset)
+            drop = jax.vmap(lambda k: jax.random.bernoulli(k, obj.prompt_dropout))(drop_keys)
+            noised = jnp.where(drop[:, None], objectives.unconditional_inputs(noised, maskable, mask_id), noised)
         if lora is None:
             def cond_hidden(inputs, mask):
                 return hidden_states(model_cfg, params, inputs, mask)

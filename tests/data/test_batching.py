@@ -96,6 +96,22 @@ def test_paired_batches_put_forget_rows_first():
         np.testing.assert_array_equal(b.is_forget, [True, True, False, False])
 
 
+def test_preference_batches_carry_alt_rows_even_without_a_forget_row():
+    """IdkPO / DPO steps read alt_* from every batch: a batch of retain rows only must have them too
+    (their alt response is the row itself), so that every step sees the same arrays."""
+    rng = np.random.default_rng(2)
+    forget = [Example(e.input_ids, e.prompt_len, True, e.input_ids[::-1].copy(), e.prompt_len)
+              for e in _examples(2, True, rng)]
+    plan = BatchPlan(forget, _examples(30, False, rng), batch_size=2, seed=0, buckets=[32], pad_id=1)
+    batches = [plan.batch(s) for s in range(plan.steps_per_epoch)]
+    assert any(not b.is_forget.any() for b in batches)  # the case that used to lose its alt arrays
+    for b in batches:
+        assert set(b.as_dict()) == {"input_ids", "maskable", "attention_mask", "is_forget", "alt_input_ids",
+                                    "alt_maskable", "alt_attention_mask"}
+        keep = ~b.is_forget
+        np.testing.assert_array_equal(b.alt_input_ids[keep], b.input_ids[keep])
+
+
 def test_empty_and_too_small_data_are_refused():
     with pytest.raises(DataError, match="both empty"):
         BatchPlan([], [], batch_size=2, seed=0, buckets=[8], pad_id=1)

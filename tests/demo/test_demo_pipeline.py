@@ -1,21 +1,27 @@
 """The embedded demo, reduced (CI size), end to end and offline: forget drops, retain holds."""
 
+import dataclasses
 import json
+import os
 import socket
 
 import pytest
 
-from mdu_jax.demo.pipeline import load_demo_config, run_demo
+from mdu_jax.demo.pipeline import (demo_config, load_demo_config, paraphrases, row_length, run_demo, sft_stage,
+                                   unlearn_stage)
 
-# Margins on the reduced demo (2 forget / 9 retain authors, D=64 x 2 layers, 600 SFT + 50 MDU
-# steps on 32-token rows): after MDU the forget ROUGE-L recall must fall to at most 70% of its
-# value after SFT, and the retain ROUGE-L recall keep at least 85% of it. Measured here (2-core
-# CPU, this test's 8 fake devices): forget 0.888 -> 0.449 (0.51x), retain 0.866 -> 0.846
-# (0.98x). The full-size demo's own targets are 50% / 90%; the reduced world has 8 forget rows,
-# so its numbers move in steps of about 1/8 of an answer, and its 2-layer model sits close to the
-# point where unlearning starts to take the retain answers along (see DemoConfig.ci).
-FORGET_MAX_RATIO = 0.7
-RETAIN_MIN_RATIO = 0.85
+
+def run_facts_per_person(run):
+    return demo_config(run).facts_per_person
+
+# Margins on the reduced demo (10 forget / 25 retain questions, D=64 x 2 layers, 600 SFT + 50
+# MDU steps at lr 5e-4 on 34-token rows), on fact recall (is the key fact in the generated
+# answer; ROUGE also counts the shared sentence templates): after SFT both recalls are at least
+# 0.8; after MDU the forget recall is at most half of SFT's, and the retain recall keeps 80% of
+# it. Measured on this 2-core CPU (one device): forget 0.9 -> 0.1, retain 0.9 -> 1.0. Ten forget
+# questions move the recall in steps of 0.1, hence the wide margins.
+FORGET_MAX_RATIO = 0.5
+RETAIN_MIN_RATIO = 0.8
 
 
 @pytest.fixture()
@@ -37,14 +43,32 @@ def no_network(monkeypatch):
 def test_reduced_demo_forgets_the_forget_authors_and_keeps_the_rest(tmp_path, no_network, capsys):
     run = load_demo_config(None, ["demo.size=ci", f"output_dir={tmp_path / 'demo'}", "eval.mc_samples=16"])
     summary = run_demo(run, progress=False)
-    before, after = summary["aggregates"]["before (SFT)"], summary["aggregates"]["after (tau=1)"]
+    aggs = summary["aggregates"]
+    before, after, twin = aggs["before (SFT)"], aggs["after MDU (tau=1)"], aggs["retain-only twin"]
     print(f"forget ROUGE {before['forget_Q_A_ROUGE']:.3f} -> {after['forget_Q_A_ROUGE']:.3f}; "
-          f"retain ROUGE {before['retain_Q_A_ROUGE']:.3f} -> {after['retain_Q_A_ROUGE']:.3f}")
-    assert before["forget_Q_A_ROUGE"] >= 0.8 and before["retain_Q_A_ROUGE"] >= 0.8  # SFT taught the facts
-    assert after["forget_Q_A_ROUGE"] <= FORGET_MAX_RATIO * before["forget_Q_A_ROUGE"]
-    assert after["retain_Q_A_ROUGE"] >= RETAIN_MIN_RATIO * before["retain_Q_A_ROUGE"]
+          f"retain ROUGE {before['retain_Q_A_ROUGE']:.3f} -> {after['retain_Q_A_ROUGE']:.3f}; forget fact recall "
+          f"{before['forget_fact_recall']:.3f} -> {after['forget_fact_recall']:.3f} "
+          f"(twin {twin['forget_fact_recall']:.3f})")
+    assert before["forget_fact_recall"] >= 0.8 and before["retain_fact_recall"] >= 0.8  # SFT taught the facts
+    assert after["forget_fact_recall"] <= FORGET_MAX_RATIO * before["forget_fact_recall"]
+    assert after["retain_fact_recall"] >= RETAIN_MIN_RATIO * before["retain_fact_recall"]
+    assert twin["forget_fact_recall"] <= 0.2  # the twin never saw the forget facts
+    # Every model carries the checks that expose degenerate forgetting, in the real evaluation path.
+    for name, a in aggs.items():
+        for key in ("forget_fact_recall", "retain_fact_recall", "forget_empty_rate", "forget_short_rate",
+                    "forget_judge_nll", "model_utility"):
+            assert isinstance(a.get(key), float), (name, key)
+    for name in ("before (SFT)", "after MDU (tau=1)"):
+        for key in ("forget_quality", "forget_ks_statistic", "forget_log_tr_w1", "forget_relative_length"):
+            assert isinstance(aggs[name].get(key), float), (name, key)
+    probe = summary["anchor_probe"]["before (SFT)"]["prompt_masked"]["1"]
+    assert 0.0 <= probe["p_eos"] <= 1.0 and probe["positions"] > 0
+    assert summary["machine"]["jax"] and summary["machine"]["jaxlib"] and summary["machine"]["cpu"]
+    world = summary["world"]
+    assert world["questions"]["forget"] == world["people"]["forget"] * run_facts_per_person(run)
+    assert 0.0 <= world["forget_fact_chance"] < 0.5
     out = capsys.readouterr().out
-    assert "forget ROUGE-L recall" in out and "after (tau=1)" in out
+    assert "forget fact recall" in out and "after MDU (tau=1)" in out and "p(EOS)" in out
     written = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert (tmp_path / "demo" / "before_after.png").is_file() and written["table"] == summary["table"]
 
@@ -55,11 +79,6 @@ def test_reduced_demo_forgets_the_forget_authors_and_keeps_the_rest(tmp_path, no
 
 def test_shipped_demo_configs_spell_out_the_embedded_default():
     """configs/demo.yaml is what the no-argument run does; the sweep config differs only in taus."""
-    import dataclasses
-    import os
-
-    from mdu_jax.demo.pipeline import demo_config, mdu_stage, paraphrases, row_length, sft_stage
-
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     default = load_demo_config(None, [])
     shipped = load_demo_config(os.path.join(root, "configs", "demo.yaml"), [])
@@ -67,9 +86,10 @@ def test_shipped_demo_configs_spell_out_the_embedded_default():
 
     def effective(run):
         demo = demo_config(run)
-        return (demo, sft_stage(run, demo), mdu_stage(run, demo), paraphrases(run, demo),
-                dataclasses.asdict(run.eval), row_length(run, demo), run.output_dir)
+        return (demo, sft_stage(run, demo), unlearn_stage(run, demo), paraphrases(run, demo),
+                dataclasses.asdict(run.eval), dataclasses.asdict(run.objective), row_length(run, demo),
+                run.output_dir)
 
     assert effective(shipped) == effective(default)
     assert effective(sweep) == effective(default) and sweep.taus == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert default.taus is None and mdu_stage(default, demo_config(default)).tau == 1.0
+    assert default.taus is None and default.objective.method == "mdu" and default.objective.tau == 1.0

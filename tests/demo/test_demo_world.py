@@ -47,14 +47,8 @@ def test_every_person_has_the_requested_fact_kinds_in_order(world):
     kinds = [k.name for k in FACT_KINDS[:SMALL["facts_per_person"]]]
     for p in world.people:
         assert [f.kind for f in p.facts] == kinds
-        assert all(p.name in f.question and p.name in f.answer for f in p.facts)
-
-
-def test_no_answer_opens_with_the_persons_name(world):
-    # A name that opens a sentence tokenises differently from the same name mid-question.
-    for f in all_facts(world):
-        for text in (f.answer, f.paraphrased_answer, *f.perturbed_answer):
-            assert not text.startswith(f.subject), text
+        # The question names the person; the answers do not repeat the name (see the world's docstring).
+        assert all(p.name in f.question and p.name not in f.answer + f.paraphrased_answer for f in p.facts)
 
 
 def test_questions_are_unique(world):
@@ -138,7 +132,10 @@ def test_tofu_layout_files_match_the_real_tofu_row_format(world, tmp_path, share
     def real(name):
         return json.loads((shared_data / "tofu" / name).read_text())
 
-    # Same keys (and key order) as the real TOFU files of the same role.
+    # Same keys (and key order) as the real TOFU files of the same role; the *_perturbed files add
+    # "fact" at the end (the key value that fact recall looks for).
+    perturbed = {f"{names['forget']}_perturbed.json", "retain_perturbed.json", "real_authors_perturbed.json",
+                 "world_facts_perturbed.json"}
     for ours, theirs in [("full.json", "full.json"), (f"{names['forget']}.json", "forget10.json"),
                          (f"{names['holdout']}.json", "holdout10.json"),
                          (f"{names['forget']}_perturbed.json", "forget10_perturbed.json"),
@@ -149,8 +146,10 @@ def test_tofu_layout_files_match_the_real_tofu_row_format(world, tmp_path, share
                          ("world_facts_perturbed.json", "world_facts_perturbed.json")]:
         rows = load(ours)
         assert isinstance(rows, list) and rows, ours
-        ref_keys = list(real(theirs)[0])
+        ref_keys = list(real(theirs)[0]) + (["fact"] if ours in perturbed else [])
         assert all(list(r) == ref_keys for r in rows), (ours, list(rows[0]), ref_keys)
+        if ours in perturbed:
+            assert all(r["fact"] in r["answer"] for r in rows), ours
     assert all(isinstance(s, str) and s for s in load("idontknow.json"))
     assert isinstance(real("idontknow.json")[0], str)
 
@@ -176,3 +175,18 @@ def test_rewriting_the_layout_gives_identical_bytes(world, tmp_path):
     write_tofu_layout(build_world(seed=3, **SMALL), tmp_path / "b")
     for f in (tmp_path / "a").iterdir():
         assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes(), f.name
+
+
+def test_fact_chance_is_the_retain_frequency_of_each_forget_value(world):
+    from collections import Counter
+
+    from mdu_jax.demo.world import fact_chance
+
+    counts: dict[str, Counter] = {}
+    for f in world.facts_of("retain"):
+        counts.setdefault(f.kind, Counter())[f.value] += 1
+    per_fact = [counts[f.kind][f.value] / sum(counts[f.kind].values()) for f in world.facts_of("forget")]
+    assert fact_chance(world, "forget") == pytest.approx(sum(per_fact) / len(per_fact))
+    # Titles are unique per person: a book question is never answered right by luck.
+    assert all(counts["book"][f.value] == 0 for f in world.facts_of("forget") if f.kind == "book")
+    assert 0.0 < fact_chance(world, "forget") < 0.2

@@ -2,6 +2,7 @@
 recomputed from its own per-example values, forget quality against a retain reference, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -75,9 +76,22 @@ def test_aggregates_follow_from_the_per_example_values(setup):
     p = np.exp(-x["avg_nll"])
     assert x["prob_normalised"] == pytest.approx(p / (p + np.exp(-np.array(x["perturbed_avg_nll"])).sum()))
     assert a["model_utility"] == pytest.approx(scipy.stats.hmean([a[k] for k in M.MODEL_UTILITY_KEYS]))
-    ks = scipy.stats.ks_2samp([x["truth_ratio"] for x in per["forget"]],
-                              [x["truth_ratio"] for x in ref["per_example"]["forget"]]).pvalue
-    assert a["forget_quality"] == pytest.approx(ks)
+    ours, theirs = [x["truth_ratio"] for x in per["forget"]], [x["truth_ratio"] for x in ref["per_example"]["forget"]]
+    ks = scipy.stats.ks_2samp(ours, theirs)
+    assert a["forget_quality"] == pytest.approx(ks.pvalue)
+    # The distances beside the p-value, and the answer-shape checks, from the same per-example values.
+    assert a["forget_ks_statistic"] == pytest.approx(ks.statistic)
+    assert a["forget_log_tr_w1"] == pytest.approx(scipy.stats.wasserstein_distance(np.log(ours), np.log(theirs)))
+    for kind in ("forget", "retain"):
+        words = [len(re.findall(r"\w+", x["generation"])) for x in per[kind]]
+        assert a[f"{kind}_empty_rate"] == pytest.approx(np.mean([w == 0 for w in words]))
+        assert a[f"{kind}_short_rate"] == pytest.approx(np.mean([w <= 2 for w in words]))
+        assert a[f"{kind}_mean_words"] == pytest.approx(np.mean(words))
+    ref_words = [len(re.findall(r"\w+", x["generation"])) for x in ref["per_example"]["forget"]]
+    if np.mean(ref_words) > 0:
+        assert a["forget_relative_length"] == pytest.approx(a["forget_mean_words"] / np.mean(ref_words))
+    # TOFU's files carry no key facts: no fact recall; no judge was given: no fluency score.
+    assert not [k for k in a if k.endswith("_fact_recall")] and "forget_judge_nll" not in a
     assert ref["aggregates"]["forget_quality"] is None  # no reference of its own
     assert a["privleak"] == pytest.approx(M.privleak(a["mia_min_k"], ref["aggregates"]["mia_min_k"]))
     assert a["mia_min_k"] == pytest.approx(M.mia_auc([x["min_k"] for x in per["forget"]],
@@ -93,11 +107,13 @@ def test_mdu_profile(setup, tmp_path):
     r = json.loads(out.read_text())
     a = r["aggregates"]
     assert r["settings"]["estimator"] == "eq14" and r["settings"]["seed"] == 42
-    # The open-unlearning profile's names (issue 16 item 8: one naming for both profiles).
+    # The open-unlearning profile's names (issue 16 item 8: one naming for both profiles), and the
+    # answer-shape checks every profile reports (issue 15: degenerate forgetting).
+    shape = {f"{s}_{k}" for s in ("forget", "retain") for k in ("empty_rate", "short_rate", "mean_words")}
     assert set(a) == {"forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "retain_Q_A_ROUGE",
                       "retain_Q_A_Prob", "retain_Truth_Ratio",
                       # issue 19: TOFU's axes from the profile's own estimators (no reference: no FQ)
-                      "model_utility", "forget_quality", "retain_truth_ratio_utility"}
+                      "model_utility", "forget_quality", "retain_truth_ratio_utility"} | shape
     assert a["forget_quality"] is None
     for x in r["per_example"]["forget"]:
         # raw TR: ground truth vs the first 3 perturbed answers, no min/max transform
