@@ -17,6 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # on two compile-bound files: 110 s -> 71 s.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
+import logging  # noqa: E402
 import pathlib  # noqa: E402
 
 import jax  # noqa: E402
@@ -27,6 +28,18 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # Tests whose time goes into running hundreds of training steps (unoptimised code runs them
 # about 2x slower: the CI-size demo's SFT 46 s -> 84 s).
 COMPUTE_BOUND_MARKER = "compute_bound"
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_root_handlers():
+    """Removes the root handlers a test's CLI call installed (``logging.basicConfig`` in the entry
+    points binds a StreamHandler to the sys.stderr of that moment, which pytest closes after the
+    test); left behind, a later test's warning prints a 'Logging error' dump into its stderr."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)
