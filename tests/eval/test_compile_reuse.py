@@ -3,34 +3,13 @@ fall in buckets an earlier call compiled compiles nothing (other pairs, other le
 answer lengths within the buckets), for the likelihood estimators, the teacher-forced
 statistics and the sampler with the long-sequence ('chunked') attention the CPU runs."""
 
-import contextlib
-
-import jax
 import numpy as np
 
 from mdu_jax.eval import scoring as S
 from mdu_jax.models import layers
 from mdu_jax.sampling import generate
+from tests.sampling.test_generate_programs import count_compiles
 from tests.sampling.tiny import tiny_model
-
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """XLA backend compilations (of anything) inside the block."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event == COMPILE_EVENT:
-            events.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
 
 def _pairs(rng, n, prompt_len, answer_len):
     return [(list(rng.integers(6, 60, prompt_len)), list(rng.integers(6, 60, answer_len))) for _ in range(n)]
