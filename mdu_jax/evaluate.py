@@ -3,8 +3,10 @@
     python -m mdu_jax.evaluate --model runs/mdu/final --benchmark tofu --forget-split forget10 \\
         --retain-reference runs/retain90_eval.json --output runs/mdu/eval_tofu.json
     python -m mdu_jax.evaluate --model runs/mdu/final --benchmark rwku --subject "Stephen King"
+    python -m mdu_jax.evaluate --probes all --demo-dir runs/demo          # leakage probes (issue 18)
 
-Writes a JSON of every per-example value and the aggregates, and prints a table.
+Writes a JSON of every per-example value and the aggregates, and prints a table. With --probes:
+the leakage probes of ``mdu_jax.experiments.probes`` on the unlearned model and its references.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mdu_jax.eval.report import print_table
 from mdu_jax.eval.results import ResultError, write_result
 from mdu_jax.eval.rwku import evaluate_rwku
 from mdu_jax.eval.tofu import evaluate_tofu
+from mdu_jax.experiments import probe_command
 from mdu_jax.models.config import ConfigError
 
 EPILOG = """\
@@ -41,20 +44,23 @@ RWKU: forget levels 1-3 and neighbour levels 1-2 (ROUGE-L recall), MIA loss on f
 retain passages, utility (MMLU, TruthfulQA MC1, TriviaQA, BBH, fluency).
 Data come from the Hub (locuslab/TOFU, jinzhuoran/RWKU) unless --data-dir gives a local copy.
 """
+EPILOG += "\n" + probe_command.EPILOG
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mdu_jax.evaluate", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Evaluate a masked diffusion LM (LLaDA / Dream) on TOFU or RWKU.")
-    p.add_argument("--model", required=True, help="HF checkpoint folder or converted mdu_jax checkpoint")
+    p.add_argument("--model", help="HF checkpoint folder or converted mdu_jax checkpoint (required unless "
+                                   "--probes with --demo-dir)")
     p.add_argument("--benchmark", choices=("tofu", "rwku"), default="tofu")
     p.add_argument("--profile", choices=("open-unlearning", "mdu", "rwku"),
                    help="metric definitions: tofu: open-unlearning (default) or mdu; rwku: rwku (default) or mdu")
     p.add_argument("--data-dir", help="local data folder (TOFU: <split>.json files; RWKU: per-target folders)")
     p.add_argument("--output", help="result JSON path (default: <model>/eval_<benchmark>[_<profile>].json)")
     g = p.add_argument_group("TOFU")
-    g.add_argument("--forget-split", default="forget10", help="forget01/05/10 (read from <split>_perturbed)")
+    g.add_argument("--forget-split", help="forget01/05/10, read from <split>_perturbed (default forget10; "
+                                          "--demo-dir: the demo world's)")
     g.add_argument("--retain-split", default="retain_perturbed", help="retain evaluation split")
     g.add_argument("--holdout-split", help="MIA non-members (default: holdoutXX matching the forget split; "
                                            "'none' skips MIA/privleak)")
@@ -69,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--long-gen-length", type=int, help="new tokens for BBH and fluency (default 256)")
     g = p.add_argument_group("sampling and likelihood")
     g.add_argument("--max-examples", type=int, help="use the first N rows of every split")
-    g.add_argument("--mc-samples", type=int, default=128, help="Monte Carlo samples per likelihood (default 128)")
+    g.add_argument("--mc-samples", type=int, help="Monte Carlo samples per likelihood (default 128; probes 32)")
     g.add_argument("--gen-length", type=int, help="new tokens per generation (profile default)")
     g.add_argument("--steps", type=int, help="sampler steps (profile default)")
     g.add_argument("--block-length", type=int, help="LLaDA block length (profile default)")
@@ -84,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOFU generations: cut at EOS / end of turn (open-unlearning default) or decode every "
                         "generated token with special tokens skipped (mdu default, MDU's scripts)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    probe_command.add_probe_arguments(p)
     return p
 
 
@@ -93,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     profile = args.profile or ("open-unlearning" if args.benchmark == "tofu" else "rwku")
     try:
+        if args.probes:
+            return probe_command.run_probe_command(args)
+        if not args.model:
+            raise ValueError("--model: required (the checkpoint to evaluate)")
         if args.benchmark == "tofu" and profile == "rwku":
             raise ValueError("--profile rwku is for --benchmark rwku")
         if args.benchmark == "rwku" and profile == "open-unlearning":
@@ -103,13 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         dtypes = (dict(dtype="bfloat16", param_dtype="bfloat16") if profile == "mdu" and args.dtype is None
                   else dict(dtype=args.dtype))
         cfg, params, tok = load_pretrained(args.model, **dtypes)
-        common = dict(data_dir=args.data_dir, max_examples=args.max_examples, mc_samples=args.mc_samples,
+        common = dict(data_dir=args.data_dir, max_examples=args.max_examples, mc_samples=128 if args.mc_samples is None else args.mc_samples,
                       gen_length=args.gen_length, steps=args.steps, block_length=args.block_length, profile=profile,
                       seed=args.seed, batch_size=args.batch_size, rows_per_forward=args.rows_per_forward,
                       model_name=os.path.abspath(args.model), progress=not args.no_progress,
                       buckets=[int(b) for b in args.buckets.split(",")] if args.buckets else None)
         if args.benchmark == "tofu":
-            result = evaluate_tofu(cfg, params, tok, forget_split=args.forget_split, retain_split=args.retain_split,
+            result = evaluate_tofu(cfg, params, tok, forget_split=args.forget_split or "forget10",
+                                   retain_split=args.retain_split,
                                    holdout_split=args.holdout_split, include_real_authors=not args.no_real_authors,
                                    include_world_facts=not args.no_world_facts,
                                    retain_reference=args.retain_reference, privacy=not args.no_privacy,

@@ -63,12 +63,13 @@ def sft_batches(cfg: ModelConfig, pairs: Sequence, batch_size: int) -> Callable[
 
 
 def finetune(cfg: ModelConfig, params, pairs: Sequence, *, steps: int, optim: OptimSection,
-             batch_size: int = 8, seed: int = 0) -> tuple[Any, list[float]]:
+             batch_size: int = 8, seed: int = 0, loss_weight: str | None = None) -> tuple[Any, list[float]]:
     """(params after `steps` SFT optimiser steps on `pairs`, the loss of each step).
 
     pairs: (prompt_ids, answer_ids) int sequences. `optim`: the training package's optimiser
     section (AdamW, schedule over `steps`, clipping, update guard). ``steps == 0`` returns
     `params` itself, untouched. Runs on the default device, params in their own dtype.
+    `loss_weight`: the MDLM loss weight, "scheduler" (1/t, LLaDA's SFT) or "uniform"; None: the family default.
     """
     if steps < 0:
         raise ValueError(f"steps: expected >= 0, got {steps}")
@@ -78,7 +79,7 @@ def finetune(cfg: ModelConfig, params, pairs: Sequence, *, steps: int, optim: Op
         raise ValueError("optim.grad_accum: the relearning attack counts optimiser steps; use 1")
     optim.validate()
     tx, _ = make_optimizer(optim, steps)
-    loss_fn = make_loss_fn(cfg, ObjectiveSection(method="sft"))
+    loss_fn = make_loss_fn(cfg, ObjectiveSection(method="sft", retain_loss_weight=loss_weight))
     step_fn = jax.jit(make_step(loss_fn, tx, max_update_ratio=optim.max_update_ratio))
     batches = sft_batches(cfg, pairs, batch_size)
     state = init_state(params, tx, seed)

@@ -17,7 +17,11 @@ grows:
   under attack); ties go to the earlier position. Revealing what the model would have guessed
   anyway tells it the least, so the hidden tokens are the hard ones: the most demanding order.
 
-Filling: one forward pass on ``[prompt | answer with the hidden positions masked]`` and the
+Pairs are ``(prompt_ids, answer_ids)`` or ``(prompt_ids, answer_ids, suffix_ids)``: the suffix (a
+chat template's end-of-turn tail) follows the answer and is always shown, like the prompt: the
+attacker knows the template, and template tokens are no evidence of memorised content.
+
+Filling: one forward pass on ``[prompt | answer with the hidden positions masked | suffix]`` and the
 argmax of each hidden position's logits (the mask token excluded). Not the iterative sampler,
 on purpose: one pass gives every hidden token the same context (the revealed tokens), is
 deterministic, and costs one forward per row, so the curve measures what the weights know given
@@ -49,15 +53,16 @@ def _fill_logits(cfg: ModelConfig, params, input_ids, attention_mask):
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), jax.nn.log_softmax(logits, axis=-1)
 
 
-def _check_pairs(pairs: Sequence) -> list[tuple[np.ndarray, np.ndarray]]:
+def _check_pairs(pairs: Sequence) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(prompt, answer, suffix) int32 arrays of each pair; the suffix is empty for 2-item pairs."""
     out = []
     for n, pair in enumerate(pairs):
-        if len(pair) != 2:
-            raise ValueError(f"pairs[{n}]: expected (prompt_ids, answer_ids), got {len(pair)} items")
-        prompt, answer = (np.asarray(x, np.int64).reshape(-1) for x in pair)
+        if len(pair) not in (2, 3):
+            raise ValueError(f"pairs[{n}]: expected (prompt_ids, answer_ids[, suffix_ids]), got {len(pair)} items")
+        prompt, answer, suffix = (np.asarray(x, np.int64).reshape(-1) for x in (*pair, [])[:3])
         if answer.size == 0:
             raise ValueError(f"pairs[{n}]: empty answer (nothing to hide)")
-        out.append((prompt.astype(np.int32), answer.astype(np.int32)))
+        out.append((prompt.astype(np.int32), answer.astype(np.int32), suffix.astype(np.int32)))
     return out
 
 
@@ -87,13 +92,13 @@ def _run_rows(cfg: ModelConfig, params, rows: list[np.ndarray], batch_size: int)
 def answer_confidence(cfg: ModelConfig, params, pairs: Sequence, *, batch_size: int = 8) -> list[np.ndarray]:
     """Per pair, float32 [A]: p(answer_i | prompt, every answer position masked), one forward pass.
 
-    pairs: (prompt_ids, answer_ids) sequences of ints. The probability is of the true token
-    after the mask token's logit is removed (the model never fills in a mask).
+    pairs: (prompt_ids, answer_ids[, suffix_ids]) sequences of ints. The probability is of the
+    true token after the mask token's logit is removed (the model never fills in a mask).
     """
     checked = _check_pairs(pairs)
-    rows = [np.concatenate([p, np.full(len(a), cfg.mask_token_id, np.int32)]) for p, a in checked]
+    rows = [np.concatenate([p, np.full(len(a), cfg.mask_token_id, np.int32), s]) for p, a, s in checked]
     _, logps = _run_rows(cfg, params, rows, batch_size)
-    return [np.exp(lp[len(p) + np.arange(len(a)), a]).astype(np.float32) for (p, a), lp in zip(checked, logps)]
+    return [np.exp(lp[len(p) + np.arange(len(a)), a]).astype(np.float32) for (p, a, _), lp in zip(checked, logps)]
 
 
 def reveal_order(order: str, answer_len: int, *, seed: int = 0, pair_index: int = 0,
@@ -146,7 +151,7 @@ class InfillingCurve:
 def infilling_curve(cfg: ModelConfig, params, pairs: Sequence, ratios: Sequence[float], *,
                     order: str = "random", seed: int = 0, order_params=None,
                     batch_size: int = 8) -> InfillingCurve:
-    """The partial-reveal attack on `pairs` ((prompt_ids, answer_ids) int sequences) at each
+    """The partial-reveal attack on `pairs` ((prompt_ids, answer_ids[, suffix_ids]) int sequences) at each
     reveal ratio in `ratios` (each in [0, 1)), revealing in `order` (see the module docstring;
     ``least_informative`` ranks with `order_params`, default `params`). One forward pass per
     (pair, ratio) row, `batch_size` rows per compiled call."""
@@ -157,20 +162,20 @@ def infilling_curve(cfg: ModelConfig, params, pairs: Sequence, ratios: Sequence[
                                     batch_size=batch_size)
                   if order == "least_informative" else [None] * len(checked))
     rows, hidden = [], []
-    for n, (prompt, answer) in enumerate(checked):
+    for n, (prompt, answer, suffix) in enumerate(checked):
         ranking = reveal_order(order, len(answer), seed=seed, pair_index=n, confidence=confidence[n])
         for r in ratios:
             hide = np.ones(len(answer), bool)
             hide[ranking[: reveal_count(r, len(answer))]] = False
-            rows.append(np.concatenate([prompt, np.where(hide, cfg.mask_token_id, answer)]).astype(np.int32))
+            rows.append(np.concatenate([prompt, np.where(hide, cfg.mask_token_id, answer), suffix]).astype(np.int32))
             hidden.append(hide)
     preds, _ = _run_rows(cfg, params, rows, batch_size)
     correct = np.zeros((len(checked), len(ratios)))
     counts = np.zeros((len(checked), len(ratios)), np.int64)
     for i, (pred, hide) in enumerate(zip(preds, hidden)):
         n, j = divmod(i, len(ratios))
-        prompt, answer = checked[n]
-        correct[n, j] = np.sum(pred[len(prompt):][hide] == answer[hide])
+        prompt, answer, _ = checked[n]
+        correct[n, j] = np.sum(pred[len(prompt):len(prompt) + len(answer)][hide] == answer[hide])
         counts[n, j] = hide.sum()
     return InfillingCurve(order=order, ratios=[float(r) for r in ratios],
                           token_accuracy=[float(x) for x in correct.sum(0) / counts.sum(0)],
