@@ -80,9 +80,11 @@ def finetune(cfg: ModelConfig, params, pairs: Sequence, *, steps: int, optim: Op
     optim.validate()
     tx, _ = make_optimizer(optim, steps)
     loss_fn = make_loss_fn(cfg, ObjectiveSection(method="sft", retain_loss_weight=loss_weight))
-    step_fn = jax.jit(make_step(loss_fn, tx, max_update_ratio=optim.max_update_ratio))
+    # The state is donated, so each step updates it in place; it starts from a copy because the
+    # caller keeps `params` (the attack runs again from them at another step count).
+    step_fn = jax.jit(make_step(loss_fn, tx, max_update_ratio=optim.max_update_ratio), donate_argnums=0)
     batches = sft_batches(cfg, pairs, batch_size)
-    state = init_state(params, tx, seed)
+    state = init_state(jax.tree.map(jnp.copy, params), tx, seed)
     losses = []
     for i in range(steps):
         state, metrics = step_fn(state, None, jax.tree.map(jnp.asarray, batches(i)))

@@ -93,3 +93,20 @@ def test_padding_and_batching_do_not_change_a_pairs_numbers(family):
     alone = answer_confidence(cfg, params, [short], batch_size=1)[0]
     together = answer_confidence(cfg, params, [long, short, long], batch_size=2)[1]
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-7)  # float32, summation order only
+
+
+def test_a_suffix_is_shown_and_never_hidden_or_scored(twins):
+    """(prompt, answer, suffix) pairs: the suffix (a template tail) follows the answer, always
+    visible; only the answer's tokens are hidden and counted."""
+    cfg, untrained, trained = twins
+    head, tail = ANSWER[:7], ANSWER[7:]
+    with_suffix = infilling_curve(cfg, trained, [(PROMPT, head, tail)] * 4, [0.0, 0.5])
+    bare = infilling_curve(cfg, trained, [(PROMPT, head)] * 4, [0.0, 0.5])
+    assert with_suffix.hidden_tokens == bare.hidden_tokens == [28, 16]
+    # The memorised model saw the answer with its last three tokens after it: shown them, it
+    # recovers the rest from the prompt alone (r = 0).
+    assert with_suffix.token_accuracy[0] >= 0.9
+    conf = answer_confidence(cfg, untrained, [(PROMPT, head, tail)])[0]
+    assert conf.shape == (len(head),)
+    with pytest.raises(ValueError, match=r"pairs\[0\]: expected \(prompt_ids, answer_ids\[, suffix_ids\]\)"):
+        infilling_curve(cfg, trained, [(PROMPT, head, tail, tail)], [0.5])

@@ -46,11 +46,13 @@ ORDERS = ("random", "prefix", "least_informative")
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _fill_logits(cfg: ModelConfig, params, input_ids, attention_mask):
-    """(argmax ids [B, T] int32 with the mask token excluded, log p of every vocabulary entry [B, T, V] fp32)."""
+def _fill_logits(cfg: ModelConfig, params, input_ids, attention_mask, targets):
+    """(argmax ids [B, T] int32 with the mask token excluded, log p of `targets` [B, T] fp32 under
+    the same mask-free softmax). Only these leave the program, never the [B, T, V] log-probs."""
     logits = forward(cfg, params, input_ids, attention_mask).astype(jnp.float32)
     logits = suppress(logits, (cfg.mask_token_id,))
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32), jax.nn.log_softmax(logits, axis=-1)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None], axis=-1)[..., 0]
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), logp
 
 
 def _check_pairs(pairs: Sequence) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -66,23 +68,26 @@ def _check_pairs(pairs: Sequence) -> list[tuple[np.ndarray, np.ndarray, np.ndarr
     return out
 
 
-def _run_rows(cfg: ModelConfig, params, rows: list[np.ndarray], batch_size: int):
+def _run_rows(cfg: ModelConfig, params, rows: list[np.ndarray], batch_size: int,
+              targets: list[np.ndarray] | None = None):
     """Forward passes over right-padded `rows` (lists of ids), `batch_size` rows per compiled call.
-    Returns (argmax ids, log-probabilities) per row, each trimmed to the row's length."""
+    Returns (argmax ids, log p of `targets` (default: the rows themselves)) per row, each trimmed
+    to the row's length."""
     T = max(len(r) for r in rows)
     ids = np.full((len(rows), T), cfg.pad_token_id, np.int32)
+    tgt = np.zeros((len(rows), T), np.int32)
     attn = np.zeros((len(rows), T), np.int32)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
+        tgt[i, : len(r)] = r if targets is None else targets[i]
         attn[i, : len(r)] = 1
     preds, logps = [], []
     for start in range(0, len(rows), batch_size):
         chunk = slice(start, start + batch_size)
         n = len(ids[chunk])
         pad = batch_size - n  # a fixed batch shape: one compiled program for every chunk
-        chunk_ids = np.concatenate([ids[chunk], np.repeat(ids[chunk][-1:], pad, 0)])
-        chunk_attn = np.concatenate([attn[chunk], np.repeat(attn[chunk][-1:], pad, 0)])
-        p, lp = _fill_logits(cfg, params, jnp.asarray(chunk_ids), jnp.asarray(chunk_attn))
+        fill = lambda a: jnp.asarray(np.concatenate([a[chunk], np.repeat(a[chunk][-1:], pad, 0)]))  # noqa: E731
+        p, lp = _fill_logits(cfg, params, fill(ids), fill(attn), fill(tgt))
         preds.append(np.asarray(p)[:n])
         logps.append(np.asarray(lp)[:n])
     preds, logps = np.concatenate(preds), np.concatenate(logps)
@@ -97,8 +102,8 @@ def answer_confidence(cfg: ModelConfig, params, pairs: Sequence, *, batch_size: 
     """
     checked = _check_pairs(pairs)
     rows = [np.concatenate([p, np.full(len(a), cfg.mask_token_id, np.int32), s]) for p, a, s in checked]
-    _, logps = _run_rows(cfg, params, rows, batch_size)
-    return [np.exp(lp[len(p) + np.arange(len(a)), a]).astype(np.float32) for (p, a, _), lp in zip(checked, logps)]
+    _, logps = _run_rows(cfg, params, rows, batch_size, targets=[np.concatenate(t) for t in checked])
+    return [np.exp(lp[len(p) + np.arange(len(a))]).astype(np.float32) for (p, a, _), lp in zip(checked, logps)]
 
 
 def reveal_order(order: str, answer_len: int, *, seed: int = 0, pair_index: int = 0,
