@@ -45,6 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mdu_jax.eval.probes import infilling, quantization  # noqa: E402
+from mdu_jax.experiments.probes import RELEARN_CHUNK, RELEARN_REMAT  # noqa: E402
 from mdu_jax.likelihood import row_scores  # noqa: E402
 from mdu_jax.models.config import inference_config  # noqa: E402
 from mdu_jax.models.params import abstract_params  # noqa: E402
@@ -94,7 +95,10 @@ def _abstract(shape, dtype):
 
 def plan(rows: int, seq: int, relearn_rows: int, relearn_seq: int, layers: int, devices: list[int]) -> list[Program]:
     """The probes' programs at these shapes (see the module docstring)."""
-    cfg_train = memory.cpu_proxy(load_config(os.path.join(ROOT, CONFIG), ["objective.method=sft", "optim.grad_accum=1"]))
+    # The relearning step as experiments.probes trains it: SFT, AdamW, its remat policy and loss chunks.
+    cfg_train = memory.cpu_proxy(load_config(os.path.join(ROOT, CONFIG), [
+        "objective.method=sft", "optim.grad_accum=1", f"model.remat_policy={RELEARN_REMAT}",
+        f"objective.chunk_size={RELEARN_CHUNK}"]))
     model_cfg = memory.model_config(cfg_train, os.path.join(ROOT, HF_CONFIG))
     if layers:
         model_cfg = model_cfg.replace(num_layers=layers)

@@ -36,6 +36,8 @@ from mdu_jax.training.config import OptimSection
 log = logging.getLogger("mdu_jax.probes")
 
 PROBES = ("quantization", "relearn", "infilling", "generation")
+RELEARN_REMAT = "dots_no_batch"   # configs/tofu_llada8b.yaml's model.remat_policy
+RELEARN_CHUNK = 128               # and its objective.chunk_size
 FORMAT = "mdu_jax.probes/1"
 
 
@@ -122,9 +124,12 @@ def relearn_probe(cfg: ModelConfig, params, tokenizer, forget_rows, s: ProbeSett
     optim = OptimSection(lr=s.relearn_lr, schedule="constant", warmup_ratio=0.0, max_update_ratio=0.0)
     out: dict[str, Any] = {"train_rows": len(train), "held_out_rows": len(held),
                            "before": _scores(cfg, params, tokenizer, held, s), "steps": {}}
+    # Train with the shipped full-size configs' memory settings (rematerialised dots, the loss
+    # over sequence chunks): the same numbers, and what bench/probes_memory sizes at 8B.
+    train_cfg = cfg.replace(remat_policy=RELEARN_REMAT) if cfg.remat_policy == "none" else cfg
     for k in s.relearn_steps:
-        tuned, losses = finetune(cfg, params, pairs, steps=int(k), optim=optim,
-                                 batch_size=s.relearn_batch_size, seed=s.seed)
+        tuned, losses = finetune(train_cfg, params, pairs, steps=int(k), optim=optim,
+                                 batch_size=s.relearn_batch_size, seed=s.seed, chunk_size=RELEARN_CHUNK)
         out["steps"][str(int(k))] = {"held_out": _scores(cfg, tuned, tokenizer, held, s),
                                      "train": _scores(cfg, tuned, tokenizer, train, s),
                                      "final_loss": losses[-1] if losses else None}

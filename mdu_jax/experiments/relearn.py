@@ -63,13 +63,16 @@ def sft_batches(cfg: ModelConfig, pairs: Sequence, batch_size: int) -> Callable[
 
 
 def finetune(cfg: ModelConfig, params, pairs: Sequence, *, steps: int, optim: OptimSection,
-             batch_size: int = 8, seed: int = 0, loss_weight: str | None = None) -> tuple[Any, list[float]]:
+             batch_size: int = 8, seed: int = 0, loss_weight: str | None = None,
+             chunk_size: int = 0) -> tuple[Any, list[float]]:
     """(params after `steps` SFT optimiser steps on `pairs`, the loss of each step).
 
     pairs: (prompt_ids, answer_ids) int sequences. `optim`: the training package's optimiser
     section (AdamW, schedule over `steps`, clipping, update guard). ``steps == 0`` returns
     `params` itself, untouched. Runs on the default device, params in their own dtype.
     `loss_weight`: the MDLM loss weight, "scheduler" (1/t, LLaDA's SFT) or "uniform"; None: the family default.
+    `chunk_size` > 0: the loss over sequence chunks (``objective.chunk_size``: the [B, T, V]
+    logits never exist at once; the memory a full-size vocabulary needs).
     """
     if steps < 0:
         raise ValueError(f"steps: expected >= 0, got {steps}")
@@ -79,7 +82,7 @@ def finetune(cfg: ModelConfig, params, pairs: Sequence, *, steps: int, optim: Op
         raise ValueError("optim.grad_accum: the relearning attack counts optimiser steps; use 1")
     optim.validate()
     tx, _ = make_optimizer(optim, steps)
-    loss_fn = make_loss_fn(cfg, ObjectiveSection(method="sft", retain_loss_weight=loss_weight))
+    loss_fn = make_loss_fn(cfg, ObjectiveSection(method="sft", retain_loss_weight=loss_weight, chunk_size=chunk_size))
     # The state is donated, so each step updates it in place; it starts from a copy because the
     # caller keeps `params` (the attack runs again from them at another step count).
     step_fn = jax.jit(make_step(loss_fn, tx, max_update_ratio=optim.max_update_ratio), donate_argnums=0)
