@@ -26,9 +26,9 @@ import logging
 import time
 from typing import Any, Sequence
 
+from mdu_jax.eval import scoring as S
 from mdu_jax.eval.probes import infilling, leakage, quantization
 from mdu_jax.eval.probes.knowledge import SamplerSettings, answer_triples, check_rows, knowledge
-from mdu_jax.eval import scoring as S
 from mdu_jax.experiments.relearn import finetune, split_pairs
 from mdu_jax.models.config import ModelConfig
 from mdu_jax.training.config import OptimSection

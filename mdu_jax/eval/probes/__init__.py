@@ -5,10 +5,16 @@ knowledge come back?
   params tree (the quantisation attack).
 - ``infilling``: the partial-reveal attack: reveal a fraction r of an answer's tokens and
   measure how many of the hidden ones the model fills in.
+- ``knowledge``: what a model states about question-answer rows (greedy key-fact recall,
+  ROUGE-L recall, answer probability): the score the other probes report.
+- ``leakage``: sampled answers to the forget questions, best-of-k and mean key-fact hits.
+- ``table``: the probes' result as a plain-text table.
 
-The relearning attack trains, so it lives a layer up, in ``mdu_jax.experiments.relearn``.
+The relearning attack trains, so it lives a layer up, in ``mdu_jax.experiments.relearn``; the
+runner of every probe (``experiments.probes``) and its command (``experiments.probe_command``,
+``python -m mdu_jax.evaluate --probes``) too.
 """
 
-from mdu_jax.eval.probes import infilling, quantization
+from mdu_jax.eval.probes import infilling, knowledge, leakage, quantization, table
 
-__all__ = ["infilling", "quantization"]
+__all__ = ["infilling", "knowledge", "leakage", "quantization", "table"]
