@@ -169,10 +169,8 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
     return out.transpose(0, 2, 1, 3).astype(q.dtype)
 
 
-# 'chunked' attention: queries per map item, and the shortest sequence it chunks (below it the
-# whole score matrix is small enough that the plain path is as fast and needs no loop).
+# 'chunked' attention: queries per map item (fewer when there are fewer queries).
 ATTENTION_CHUNK = 128
-CHUNKED_MIN_LENGTH = 512
 
 
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
@@ -180,13 +178,14 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
     """`attention`'s XLA arithmetic computed one (batch row, query head, block of `chunk` queries)
     at a time under ``lax.map``: scores [chunk, S] per item instead of [B, H, T, S] at once.
 
-    Shapes and mask as in `attention` (any T; the queries are padded to a multiple of `chunk`,
-    and each query's arithmetic does not depend on its block). Why: XLA on a CPU streams the
-    whole float32 score tensor through memory several times (scale, mask, max, exp, sum,
-    divide, cast); at T = 3072 with 4 heads that is 150 MB per layer per pass, while one item's
-    1.5 MB stays in cache (measured ~10x faster per layer at T = 3072, ~4x at [64, 768] on the
-    2-core CPU). Each row is computed alone, so a row's value does not depend on its batch; it
-    differs from the one-shot path only in float32 summation order (a few ulp).
+    Shapes and mask as in `attention` (any T; blocks of min(`chunk`, T) queries, the last one
+    padded). Why: XLA on a CPU streams the whole float32 score tensor through memory several
+    times (scale, mask, max, exp, sum, divide, cast); at T = 3072 with 4 heads that is 150 MB
+    per layer per pass, while one item's 1.5 MB stays in cache. Measured on the 2-core CPU, per
+    layer (d=64, 4 heads): ~10x faster at [1, 3072], ~5x at [64, 384], ~3x at [4, 128] and
+    ~2x at [64, 64]; no size measured was slower. Each row is computed alone, so a row's value
+    does not depend on its batch; it differs from the one-shot path only in float32 summation
+    order (a few ulp).
     """
     B, T, H, h = q.shape
     S, K = k.shape[1], k.shape[2]
@@ -196,6 +195,7 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
         mask = jnp.ones((B, 1, 1, S), bool)
     mask = jnp.broadcast_to(mask, (B, 1, mask.shape[2], S))[:, 0]  # [B, T|1, S]
     rows_masked = mask.shape[1] != 1
+    chunk = min(chunk, T)
     n = -(-T // chunk)
     if n * chunk != T:  # padding queries (their outputs are dropped below)
         q = jnp.pad(q, ((0, 0), (0, n * chunk - T), (0, 0), (0, 0)))
@@ -234,10 +234,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
       multiple of 128). Off TPU it raises unless ``MDU_JAX_SPLASH_INTERPRET=1`` is set, which runs
       it in Pallas interpret mode (slow; for tests).
     - 'chunked': the XLA path's arithmetic one (row, head, query chunk) at a time
-      (`chunked_attention`) when S is long (a multiple of ``ATTENTION_CHUNK`` from
-      ``CHUNKED_MIN_LENGTH`` on): the [T, S] score matrix never exists whole, which on a CPU
-      makes long sequences many times faster; the same values up to float32 summation order.
-      The choice depends on S alone, so a subset of queries gets its rows' values bit for bit.
+      (`chunked_attention`): the [T, S] score matrix never exists whole, which on a CPU makes
+      every size measured faster; the same values up to float32 summation order.
     - 'auto': cuDNN on GPU for bf16/fp16, splash on TPU when the shape and mask are supported
       and head_dim is a multiple of 128 (the lane width; LLaDA-8B and Dream-7B have 128), else XLA.
     """
@@ -259,7 +257,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
     if impl == "cudnn":
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=False,
                                             implementation="cudnn")
-    if impl == "chunked" and k.shape[1] >= CHUNKED_MIN_LENGTH and k.shape[1] % ATTENTION_CHUNK == 0:
+    if impl == "chunked":
         return chunked_attention(q, k, v, mask)
     # The XLA path, written out so that the masked value is a finite constant and GQA does not
     # materialise repeated keys.

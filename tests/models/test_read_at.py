@@ -11,8 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mdu_jax.models import layers
-from mdu_jax.models.config import inference_config
 from mdu_jax.models.transformer import hidden_states
 from tests.sampling.tiny import tiny_model
 
@@ -29,10 +27,10 @@ def _inputs(cfg, B, T, seed=0):
 
 
 @pytest.mark.parametrize("family", ["llada", "dream"])
-@pytest.mark.parametrize("length", [96, 2 * layers.CHUNKED_MIN_LENGTH])  # the XLA and the chunked path
-def test_read_at_equals_the_rows_of_the_full_pass(family, length):
+@pytest.mark.parametrize("attention, length", [("xla", 96), ("chunked", 96), ("chunked", 1024)])
+def test_read_at_equals_the_rows_of_the_full_pass(family, attention, length):
     cfg, params = tiny_model(family)
-    cfg = inference_config(cfg)
+    cfg = cfg.replace(attention_impl=attention)
     ids, attn, read = _inputs(cfg, 2, length)
     full = jax.jit(lambda p, i, a, r: jnp.take_along_axis(hidden_states(cfg, p, i, a), r[..., None], axis=1))
     part = jax.jit(lambda p, i, a, r: hidden_states(cfg, p, i, a, read_at=r))
