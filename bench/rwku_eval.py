@@ -16,7 +16,8 @@ run as a fresh process per repeat (start-up, imports, model load and every compi
 included), with the progress bar on, as a user runs it. Each checkout runs with its own folder
 first on PYTHONPATH; repeats alternate between checkouts. The table gives the median and the
 spread of the wall times and, when the result JSON has them (``stages``), each stage's median
-seconds and its XLA compilations. The 1-minute load average is printed before and after:
+seconds and its XLA compilations, then all stages together, the time outside them (start-up,
+imports, model load) and the total wall time. The 1-minute load average is printed before and after:
 absolute times depend on it, so compare checkouts within one run.
 """
 
@@ -116,6 +117,15 @@ def main() -> None:
                 print(f"  {k:<16} {statistics.median(r['seconds'] for r in runs):8.1f} "
                       f"({statistics.median(r['compile_seconds'] for r in runs):5.1f}) "
                       f"{runs[0]['compiles']:4d} {runs[0]['passes']:6d}")
+            # Per run: stages, compilations and the wall time outside the stages (start-up, imports,
+            # model load, data, writing the result), medians over the repeats.
+            total = [sum(r["seconds"] for r in s.values()) for s in stages[c]]
+            comp = [sum(r["compile_seconds"] for r in s.values()) for s in stages[c]]
+            print(f"  {'all stages':<16} {statistics.median(total):8.1f} ({statistics.median(comp):5.1f}) "
+                  f"{sum(r['compiles'] for r in stages[c][0].values()):4d} "
+                  f"{sum(r['passes'] for r in stages[c][0].values()):6d}")
+            print(f"  {'outside stages':<16} {statistics.median(t - s for t, s in zip(times[c], total)):8.1f}")
+            print(f"  {'total (wall)':<16} {statistics.median(times[c]):8.1f}")
 
 if __name__ == "__main__":
     main()

@@ -43,7 +43,7 @@ import numpy as np
 
 from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
-from mdu_jax.sampling.prompts import batch_bucket, bucket_length, pack_rows
+from mdu_jax.sampling.prompts import batch_bucket, bucket_length, pack_rows, shared_buckets
 
 ESTIMATORS = ("llada", "eq14")
 
@@ -153,16 +153,19 @@ def likelihood_batches(lengths: Sequence[tuple[int, int]], *, mc_samples: int, r
                        buckets: Sequence[int] | None = None) -> list[LikelihoodBatch]:
     """The forward passes that score pairs of these (prompt length, answer length), in order.
 
-    Pairs group by the bucket of prompt + answer length (an empty answer needs no pass); a
-    group's answer slots are the bucket of its longest answer; its ``n * mc_samples`` rows run
+    Pairs group by the bucket of prompt + answer length (an empty answer needs no pass), buckets
+    less than ``SPLIT_RATIO`` apart sharing one group padded to the longer (``shared_buckets``:
+    one compiled program fewer for a few padded positions); a group's answer slots are the
+    bucket of its longest answer; its ``n * mc_samples`` rows run
     ``batch_bucket(n * mc_samples, rows_per_forward)`` at a time, the last pass padded.
     """
     if rows_per_forward < 1:
         raise ValueError(f"rows_per_forward: expected >= 1, got {rows_per_forward!r}")
+    bucket = {n: bucket_length(p + a, buckets) for n, (p, a) in enumerate(lengths) if a}
+    shared = shared_buckets(bucket.values())
     groups: dict[int, list[int]] = {}
-    for n, (prompt, answer) in enumerate(lengths):
-        if answer:
-            groups.setdefault(bucket_length(prompt + answer, buckets), []).append(n)
+    for n, b in bucket.items():
+        groups.setdefault(shared[b], []).append(n)
     out = []
     for T, members in sorted(groups.items()):
         A = min(T, max(bucket_length(lengths[n][1], buckets) for n in members))

@@ -35,7 +35,8 @@ from mdu_jax.likelihood import LikelihoodBatch, eq14_nll, likelihood_batches, lo
 from mdu_jax.models.config import ModelConfig, inference_config
 from mdu_jax.models.transformer import hidden_states, logits_from_hidden
 from mdu_jax.sampling import generate
-from mdu_jax.sampling.prompts import BatchPlan, batch_bucket, bucket_length, pack_rows, plan_batches
+from mdu_jax.sampling.prompts import (BatchPlan, batch_bucket, bucket_length, pack_rows, plan_batches,
+                                     shared_buckets)
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
 
@@ -160,12 +161,14 @@ class TokenBatch:
 def teacher_forced_batches(pairs: Sequence[tuple[list[int], list[int]]], scored: Sequence[int] | None = None, *,
                            rows_per_forward: int = 64, buckets: Sequence[int] | None = None) -> list[TokenBatch]:
     """The forward passes ``teacher_forced`` runs, in order: rows grouped by the length bucket of
-    their pair, ``batch_bucket(rows in the group, rows_per_forward)`` rows per pass."""
+    their pair (buckets less than ``SPLIT_RATIO`` apart in one group, ``shared_buckets``),
+    ``batch_bucket(rows in the group, rows_per_forward)`` rows per pass."""
     scored = [len(a) for _, a in pairs] if scored is None else list(scored)
+    shared = shared_buckets([bucket_length(len(p) + len(a), buckets) for p, a in pairs])
     by_bucket: dict[int, list[tuple[int, int]]] = {}
     for n, (prompt, answer) in enumerate(pairs):
         for t in range(min(scored[n], len(answer))):
-            by_bucket.setdefault(bucket_length(len(prompt) + len(answer), buckets), []).append((n, t))
+            by_bucket.setdefault(shared[bucket_length(len(prompt) + len(answer), buckets)], []).append((n, t))
     out = []
     for T, members in sorted(by_bucket.items()):
         R = batch_bucket(len(members), rows_per_forward)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
@@ -74,8 +75,14 @@ class DecoderBlock(nnx.Module):
         gradient), both [B, T, D]: the fused MDU pass (module docstring)."""
         return self.streams((x_cond, x_anchor), mask, cos, sin, adapters)
 
-    def streams(self, xs: tuple[jax.Array, ...], mask, cos, sin, adapters: Adapters | None = None) -> tuple:
-        """The block over one stream, or over (conditional, anchor): see `__call__` and `paired`."""
+    def streams(self, xs: tuple[jax.Array, ...], mask, cos, sin, adapters: Adapters | None = None,
+                rows: jax.Array | None = None) -> tuple:
+        """The block over one stream, or over (conditional, anchor): see `__call__` and `paired`.
+
+        ``rows`` (int [B, R]): only these positions' outputs, [B, R, D] per stream; keys and
+        values still come from every position. Each output row is computed as in the full
+        block (the same per-row arithmetic), so it equals the full block's row bit for bit on
+        backends whose kernels do not mix rows (XLA on CPU)."""
 
         def each(fn, *streams):
             return tuple(fn(*args) for args in zip(*streams))
@@ -92,12 +99,23 @@ class DecoderBlock(nnx.Module):
             return tuple(proj.add_bias(y) for y in ys)
 
         h = each(self.attn_norm, xs)
-        q, k, v = project("q", h), project("k", h), project("v", h)
-        q = each(lambda a: layers.apply_rope(a, cos, sin, self.rope_in_fp32), q)
+        k, v = project("k", h), project("v", h)
         k = each(lambda a: layers.apply_rope(a, cos, sin, self.rope_in_fp32), k)
+        if rows is not None:
+            xs, h = each(lambda a: _take_rows(a, rows), xs), each(lambda a: _take_rows(a, rows), h)
+            cos, sin = (_take_rows(jnp.broadcast_to(t, (rows.shape[0],) + t.shape[1:]), rows) for t in (cos, sin))
+            if mask is not None and mask.shape[2] != 1:  # query-masked (Dream): this subset's query rows
+                mask = jnp.take_along_axis(mask, rows[:, None, :, None], axis=2)
+        q = project("q", h)
+        q = each(lambda a: layers.apply_rope(a, cos, sin, self.rope_in_fp32), q)
         attn = each(lambda a, b, c: layers.attention(a, b, c, mask, self.attention_impl), q, k, v)
         xs = each(lambda x, a: x + checkpoint_name(a, "attn_out"), xs, project("o", attn))
         h = each(self.mlp_norm, xs)
         gate, up = project("gate", h), project("up", h)
         mlp = project("down", each(lambda g, u: jax.nn.silu(g) * u, gate, up))
         return each(lambda x, m: x + checkpoint_name(m, "mlp_out"), xs, mlp)
+
+
+def _take_rows(a: jax.Array, rows: jax.Array) -> jax.Array:
+    """a [B, T, ...] at positions ``rows`` int [B, R]: [B, R, ...]."""
+    return jnp.take_along_axis(a, rows.reshape(rows.shape + (1,) * (a.ndim - 2)), axis=1)

@@ -25,8 +25,8 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
 # Attention kernels (mdu_jax.models.layers.attention): 'xla' reference einsums; 'cudnn' GPU flash
 # attention (bf16/fp16); 'splash' the Pallas TPU splash kernel (T a multiple of 128; off TPU only
 # in interpret mode with MDU_JAX_SPLASH_INTERPRET=1); 'auto' cudnn on GPU, splash on TPU where
-# supported, else xla; 'chunked' the xla arithmetic per (row, head, query block) for long
-# sequences (what the CPU samplers and scorers run: ``inference_config``).
+# supported, else xla; 'chunked' the xla arithmetic per (row, head, query block) (what the CPU
+# samplers and scorers run: ``inference_config``).
 ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto", "chunked")
 
 

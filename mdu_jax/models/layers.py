@@ -169,10 +169,8 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
     return out.transpose(0, 2, 1, 3).astype(q.dtype)
 
 
-# 'chunked' attention: queries per map item, and the shortest sequence it chunks (below it the
-# whole score matrix is small enough that the plain path is as fast and needs no loop).
+# 'chunked' attention: queries per map item (fewer when there are fewer queries).
 ATTENTION_CHUNK = 128
-CHUNKED_MIN_LENGTH = 512
 
 
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
@@ -180,12 +178,14 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
     """`attention`'s XLA arithmetic computed one (batch row, query head, block of `chunk` queries)
     at a time under ``lax.map``: scores [chunk, S] per item instead of [B, H, T, S] at once.
 
-    Shapes and mask as in `attention` (T a multiple of `chunk`). Why: XLA on a CPU streams the
-    whole float32 score tensor through memory several times (scale, mask, max, exp, sum,
-    divide, cast); at T = 3072 with 4 heads that is 150 MB per layer per pass, while one item's
-    1.5 MB stays in cache (measured ~10x faster per layer at T = 3072, ~4x at [64, 768] on the
-    2-core CPU). Each row is computed alone, so a row's value does not depend on its batch; it
-    differs from the one-shot path only in float32 summation order (a few ulp).
+    Shapes and mask as in `attention` (any T; blocks of min(`chunk`, T) queries, the last one
+    padded). Why: XLA on a CPU streams the whole float32 score tensor through memory several
+    times (scale, mask, max, exp, sum, divide, cast); at T = 3072 with 4 heads that is 150 MB
+    per layer per pass, while one item's 1.5 MB stays in cache. Measured on the 2-core CPU, per
+    layer (d=64, 4 heads): ~10x faster at [1, 3072], ~5x at [64, 384], ~3x at [4, 128] and
+    ~2x at [64, 64]; no size measured was slower. Each row is computed alone, so a row's value
+    does not depend on its batch; it differs from the one-shot path only in float32 summation
+    order (a few ulp).
     """
     B, T, H, h = q.shape
     S, K = k.shape[1], k.shape[2]
@@ -195,7 +195,12 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
         mask = jnp.ones((B, 1, 1, S), bool)
     mask = jnp.broadcast_to(mask, (B, 1, mask.shape[2], S))[:, 0]  # [B, T|1, S]
     rows_masked = mask.shape[1] != 1
-    n = T // chunk
+    chunk = min(chunk, T)
+    n = -(-T // chunk)
+    if n * chunk != T:  # padding queries (their outputs are dropped below)
+        q = jnp.pad(q, ((0, 0), (0, n * chunk - T), (0, 0), (0, 0)))
+        if rows_masked:
+            mask = jnp.pad(mask, ((0, 0), (0, n * chunk - T), (0, 0)), constant_values=True)
     items = jnp.stack(jnp.meshgrid(jnp.arange(B), jnp.arange(H), jnp.arange(n), indexing="ij"), -1).reshape(-1, 3)
 
     def one(item):
@@ -211,15 +216,16 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
         return jnp.einsum("ts,sh->th", probs, vi)
 
     out = jax.lax.map(one, items)  # [B * H * n, chunk, h]
-    return out.reshape(B, H, n, chunk, h).transpose(0, 2, 3, 1, 4).reshape(B, T, H, h)
+    return out.reshape(B, H, n, chunk, h).transpose(0, 2, 3, 1, 4).reshape(B, n * chunk, H, h)[:, :T]
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
               implementation: str = "xla") -> jax.Array:
     """Bidirectional scaled dot-product attention with grouped-query support.
 
-    q [B, T, H, h], k/v [B, T, K, h] with H % K == 0 (query head n uses kv head n // (H/K)),
-    mask: boolean, broadcastable to [B, H, T, T] (True = attend) or None. Softmax in float32.
+    q [B, T, H, h], k/v [B, S, K, h] with H % K == 0 (query head n uses kv head n // (H/K));
+    S = T, or the queries are a subset of the S positions (``DecoderBlock.streams``' ``rows``).
+    mask: boolean, broadcastable to [B, H, T, S] (True = attend) or None. Softmax in float32.
     Returns [B, T, H, h] in q's dtype. `implementation`:
 
     - 'xla': the reference path below.
@@ -229,7 +235,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
       it in Pallas interpret mode (slow; for tests).
     - 'chunked': the XLA path's arithmetic one (row, head, query chunk) at a time
       (`chunked_attention`): the [T, S] score matrix never exists whole, which on a CPU makes
-      long sequences many times faster; the same values up to float32 summation order.
+      every size measured faster; the same values up to float32 summation order.
     - 'auto': cuDNN on GPU for bf16/fp16, splash on TPU when the shape and mask are supported
       and head_dim is a multiple of 128 (the lane width; LLaDA-8B and Dream-7B have 128), else XLA.
     """
@@ -244,22 +250,24 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
             impl = "splash"
         else:
             impl = "xla"
+    if impl == "splash" and q.shape[1] != k.shape[1]:
+        impl = "xla"  # the splash kernel takes square attention only
     if impl == "splash":
         return splash_attention(q, k, v, mask)
     if impl == "cudnn":
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=False,
                                             implementation="cudnn")
-    if impl == "chunked" and q.shape[1] >= CHUNKED_MIN_LENGTH and q.shape[1] % ATTENTION_CHUNK == 0:
+    if impl == "chunked":
         return chunked_attention(q, k, v, mask)
     # The XLA path, written out so that the masked value is a finite constant and GQA does not
     # materialise repeated keys.
     B, T, H, h = q.shape
-    K = k.shape[2]
+    S, K = k.shape[1], k.shape[2]
     G = H // K
     qg = q.reshape(B, T, K, G, h)
     logits = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
     if mask is not None:
-        mask = jnp.broadcast_to(mask, (mask.shape[0], H, T, T)).reshape(mask.shape[0], K, G, T, T)
+        mask = jnp.broadcast_to(mask, (mask.shape[0], H, T, S)).reshape(mask.shape[0], K, G, T, S)
         logits = jnp.where(mask, logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskh->btkgh", probs, v)

@@ -122,11 +122,16 @@ class Transformer(nnx.Module):
         return self.logits_from_hidden(self.hidden_states(input_ids, attention_mask, position_ids))
 
     def hidden_states(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
-                      position_ids: jax.Array | None = None, *, adapters: Adapters | None = None) -> jax.Array:
+                      position_ids: jax.Array | None = None, *, adapters: Adapters | None = None,
+                      read_at: jax.Array | None = None) -> jax.Array:
         """Final-norm hidden states [B, T, D] in the compute dtype, aligned so that position i
         predicts token i (Dream's right shift already applied). `adapters`: stacked low-rank
-        adapters added to the blocks' projections (``models/lora.py``)."""
-        return self._stack((input_ids,), attention_mask, position_ids, adapters)[0]
+        adapters added to the blocks' projections (``models/lora.py``).
+
+        ``read_at`` (int [B, R]): only the hidden states at these positions, [B, R, D], equal to
+        ``take_along_axis(hidden_states(...), read_at)``; the last layer then computes only the
+        rows read (every earlier layer still needs every position)."""
+        return self._stack((input_ids,), attention_mask, position_ids, adapters, read_at)[0]
 
     def paired_hidden_states(self, cond_ids: jax.Array, anchor_ids: jax.Array,
                              attention_mask: jax.Array | None = None, *,
@@ -147,7 +152,7 @@ class Transformer(nnx.Module):
         """hidden [..., D] -> logits [..., V] in the compute dtype (upcast before any softmax)."""
         return jnp.einsum("...d,dv->...v", hidden, self.lm_head_kernel().astype(self.cfg.compute_dtype))
 
-    def _stack(self, ids: Sequence[jax.Array], attention_mask, position_ids, adapters) -> tuple:
+    def _stack(self, ids: Sequence[jax.Array], attention_mask, position_ids, adapters, read_at=None) -> tuple:
         cfg = self.cfg
         _check_inputs(ids, attention_mask)
         xs = tuple(self.embed(i) for i in ids)
@@ -160,17 +165,24 @@ class Transformer(nnx.Module):
         block_def, block_state = nnx.split(self.layers)
         adapter_def, adapter_state = nnx.split(adapters) if adapters is not None else (None, None)
 
-        def layer(carry, states):
+        def layer(carry, states, rows=None):
             block = nnx.merge(block_def, states[0])
             adapter = nnx.merge(adapter_def, states[1]) if adapter_def is not None else None
-            return block.streams(carry, mask, cos, sin, adapter), None
+            return block.streams(carry, mask, cos, sin, adapter, rows), None
 
         layer = with_remat(cfg, layer)
-        if cfg.scan_layers:
-            xs, _ = jax.lax.scan(layer, xs, (block_state, adapter_state))
-        else:
-            for i in range(cfg.num_layers):
-                xs, _ = layer(xs, jax.tree.map(lambda a: a[i], (block_state, adapter_state)))
+        states = (block_state, adapter_state)
+        full_layers = cfg.num_layers if read_at is None else cfg.num_layers - 1
+        if cfg.scan_layers and full_layers:
+            xs, _ = jax.lax.scan(layer, xs, jax.tree.map(lambda a: a[:full_layers], states))
+        elif not cfg.scan_layers:
+            for i in range(full_layers):
+                xs, _ = layer(xs, jax.tree.map(lambda a: a[i], states))
+        if read_at is not None:
+            # Dream's output i is the network's position i - 1 (position 0 copies itself).
+            rows = jnp.maximum(read_at - 1, 0) if cfg.shifts_logits else read_at
+            xs, _ = layer(xs, jax.tree.map(lambda a: a[-1], states), rows.astype(jnp.int32))
+            return tuple(self.final_norm(x) for x in xs)
         out = []
         for x in xs:
             x = self.final_norm(x)
@@ -217,10 +229,11 @@ def model_from_params(cfg: ModelConfig, params: Params) -> Transformer:
 
 def hidden_states(cfg: ModelConfig, params: Params, input_ids: jax.Array,
                   attention_mask: jax.Array | None = None,
-                  position_ids: jax.Array | None = None) -> jax.Array:
+                  position_ids: jax.Array | None = None, read_at: jax.Array | None = None) -> jax.Array:
     """``Transformer.hidden_states`` of the model holding `params`: [B, T, D] in the compute dtype,
-    position i predicting token i (Dream's right shift applied)."""
-    return model_from_params(cfg, params).hidden_states(input_ids, attention_mask, position_ids)
+    position i predicting token i (Dream's right shift applied); with ``read_at`` (int [B, R])
+    only those positions, [B, R, D], the last layer computing only them."""
+    return model_from_params(cfg, params).hidden_states(input_ids, attention_mask, position_ids, read_at=read_at)
 
 
 def lm_head_kernel(cfg: ModelConfig, params: Params) -> jax.Array:

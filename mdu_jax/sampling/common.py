@@ -44,7 +44,8 @@ def slot_logits(cfg: ModelConfig, params, gen: jax.Array, input_ids: jax.Array, 
                 cfg_scale: float) -> jax.Array:
     """float32 logits [B, G, V] predicting each generation slot from the current canvas.
 
-    The full canvas goes through the network; only the slots go through the LM head. With
+    The full canvas goes through the network but the last layer, which (like the LM head)
+    computes only the slots. With
     ``cfg_scale > 0`` the prompt-masked canvas ``uncond_ids`` runs in the same batch and the
     logits are ``un + (cfg_scale + 1) * (cond - un)`` (LLaDA's classifier-free guidance).
     """
@@ -55,8 +56,7 @@ def slot_logits(cfg: ModelConfig, params, gen: jax.Array, input_ids: jax.Array, 
         attention_mask = jnp.concatenate([attention_mask, attention_mask])
         position_ids = jnp.concatenate([position_ids, position_ids])
         index = jnp.concatenate([gen_index, gen_index])
-    h = hidden_states(cfg, params, ids, attention_mask, position_ids)
-    h = jnp.take_along_axis(h, index[..., None], axis=1)
+    h = hidden_states(cfg, params, ids, attention_mask, position_ids, read_at=index)
     logits = logits_from_hidden(cfg, params, h).astype(jnp.float32)
     if cfg_scale > 0:
         cond, un = jnp.split(logits, 2)

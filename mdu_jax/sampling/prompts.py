@@ -65,6 +65,22 @@ def batch_bucket(n: int, batch_size: int) -> int:
 SPLIT_RATIO = 2
 
 
+def shared_buckets(lengths: Sequence[int]) -> dict[int, int]:
+    """{bucket length: the length its program uses}: the distinct ``lengths`` sorted, grouped as
+    ``plan_batches`` groups prompts (a group ends before the first length ``SPLIT_RATIO`` or more
+    times its shortest), each group padded to its longest. One program per group instead of
+    one per bucket, for scorers whose passes are independent of the padding (masked out)."""
+    out: dict[int, int] = {}
+    group: list[int] = []
+    for n in sorted(set(int(x) for x in lengths)) + [None]:
+        if group and (n is None or n >= SPLIT_RATIO * group[0]):
+            out.update({g: group[-1] for g in group})
+            group = []
+        if n is not None:
+            group.append(n)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
     """One batch of ``generate``: ``indices`` (positions in the caller's prompt list, shortest

@@ -1,12 +1,11 @@
 """The scorers compile one program per shape bucket and reuse it: a second call whose passes
 fall in buckets an earlier call compiled compiles nothing (other pairs, other lengths, other
 answer lengths within the buckets), for the likelihood estimators, the teacher-forced
-statistics and the sampler with the long-sequence ('chunked') attention the CPU runs."""
+statistics and the sampler on a long canvas (with the 'chunked' attention the CPU runs)."""
 
 import numpy as np
 
 from mdu_jax.eval import scoring as S
-from mdu_jax.models import layers
 from mdu_jax.sampling import generate
 from tests.sampling.test_generate_programs import count_compiles
 from tests.sampling.tiny import tiny_model
@@ -36,7 +35,7 @@ def test_answer_nll_and_teacher_forced_do_not_recompile_a_bucket():
 
 def test_generate_on_a_long_canvas_compiles_once_per_bucket():
     cfg, params = tiny_model("llada")
-    length = 2 * layers.CHUNKED_MIN_LENGTH  # long enough for the chunked attention on a CPU
+    length = 1024  # a long canvas (several blocks of the chunked attention a CPU runs)
     kw = dict(gen_length=8, steps=4, block_length=4, prompt_buckets=(length,))
     rng = np.random.default_rng(1)
     with count_compiles() as compiles:

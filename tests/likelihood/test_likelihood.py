@@ -146,6 +146,15 @@ def test_empty_answers_score_zero_and_bad_inputs_raise():
         eq14_nll(dream_cfg, dream_params, [([], [5, 6])])
 
 
+def test_buckets_less_than_twice_apart_share_one_program():
+    from mdu_jax.likelihood import likelihood_batches
+
+    lengths = [(50, 10), (80, 10), (150, 30), (60, 0)]  # buckets 64, 96, 192; an empty answer
+    plan = likelihood_batches(lengths, mc_samples=4, rows_per_forward=8)
+    assert [(b.length, b.answer_slots, len(b.rows)) for b in plan] == [(96, 16, 8), (192, 32, 4)]
+    assert {n for b in plan for n, _ in b.rows} == {0, 1, 2}
+
+
 def test_one_program_per_length_bucket_whatever_the_answer_lengths():
     """Answers of different lengths in one length bucket share one program (answer slots for the
     longest); a pair's extra, unused slots draw nothing that reaches its masks (partitionable

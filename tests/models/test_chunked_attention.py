@@ -15,7 +15,7 @@ from mdu_jax.models import layers
 from mdu_jax.models.config import inference_config
 from tests.sampling.tiny import tiny_config
 
-T = 2 * layers.CHUNKED_MIN_LENGTH
+T = 1024
 
 
 def _qkv(B, T, H, K, h=16, seed=0):
@@ -48,11 +48,19 @@ def test_chunked_without_a_mask_and_a_row_is_independent_of_its_batch():
     np.testing.assert_array_equal(np.asarray(together[1:2]), np.asarray(alone))
 
 
-def test_short_or_uneven_sequences_take_the_plain_path_unchanged():
-    for length in (layers.CHUNKED_MIN_LENGTH - layers.ATTENTION_CHUNK, T + 8):
-        q, k, v = _qkv(1, length, 4, 4)
-        np.testing.assert_array_equal(np.asarray(layers.attention(q, k, v, None, "chunked")),
-                                      np.asarray(layers.attention(q, k, v, None, "xla")))
+def test_short_uneven_and_subset_queries():
+    for length in (40, layers.ATTENTION_CHUNK + 72, T + 8):  # one short block; a padded last block
+        q, k, v = _qkv(2, length, 4, 4)
+        got = layers.attention(q, k, v, None, "chunked")
+        assert got.shape == q.shape
+        np.testing.assert_allclose(np.asarray(got), np.asarray(layers.attention(q, k, v, None, "xla")),
+                                   rtol=0, atol=2e-6)
+    q, k, v = _qkv(2, 300, 4, 2)
+    valid = jnp.asarray(np.arange(300)[None, :] < np.asarray([[300], [211]]))
+    mask = valid[:, None, None, :] & valid[:, None, :, None]
+    full = layers.attention(q, k, v, mask, "chunked")
+    part = layers.attention(q[:, 50:150], k, v, mask[:, :, 50:150], "chunked")  # 100 of 300 queries
+    np.testing.assert_allclose(np.asarray(part), np.asarray(full[:, 50:150]), rtol=0, atol=2e-6)
 
 
 def test_inference_config_chunks_xla_attention_on_a_cpu_only():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mdu_jax.sampling import generate, make_spec
-from mdu_jax.sampling.prompts import batch_bucket, bucket_length, plan_batches, trim_at_stop
+from mdu_jax.sampling.prompts import batch_bucket, bucket_length, plan_batches, shared_buckets, trim_at_stop
 from mdu_jax.sampling.sampler import segments, settled_rows
 from tests.sampling.tiny import MASK, tiny_model
 
@@ -28,6 +28,13 @@ def test_plan_batches_pads_canvases_and_keeps_far_apart_lengths_apart():
     assert [b.indices for b in plan] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
     with pytest.raises(ValueError, match="batch_size"):
         plan_batches([3], 8, 0)
+
+
+def test_shared_buckets_group_lengths_less_than_twice_apart():
+    assert shared_buckets([64, 96, 192, 96]) == {64: 96, 96: 96, 192: 192}
+    assert shared_buckets([384, 512, 768]) == {384: 512, 512: 512, 768: 768}
+    assert shared_buckets([16, 24, 32, 48, 64]) == {16: 24, 24: 24, 32: 48, 48: 48, 64: 64}
+    assert shared_buckets([128]) == {128: 128} and shared_buckets([]) == {}
 
 
 def test_settled_rows_need_a_stop_after_revealed_slots_only():
