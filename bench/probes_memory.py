@@ -26,6 +26,7 @@ its high-water mark is the program's peak plus the weights the runner keeps aliv
 quantised copy is evaluated or the fine-tuned copy trains; the "probe total" column adds them.
 CPU numbers are a proxy for GPU/TPU (the same buffers; fusion and scratch space differ); bf16 is
 compiled as float16 on CPU (``training.memory.cpu_proxy``), with the same sizes.
+``bench.probes_time`` reads the same programs' cost analysis for a lower bound on their time.
 """
 
 from __future__ import annotations
@@ -93,40 +94,51 @@ def _abstract(shape, dtype):
     return jax.ShapeDtypeStruct(shape, dtype)
 
 
+def relearn_train_config(overrides=()):
+    """The relearning step's TrainConfig as experiments.probes trains it (SFT, AdamW, its remat
+    policy and loss chunks), bf16 as its CPU proxy; `overrides` are further key=value changes."""
+    return memory.cpu_proxy(load_config(os.path.join(ROOT, CONFIG), [
+        "objective.method=sft", "optim.grad_accum=1", f"model.remat_policy={RELEARN_REMAT}",
+        f"objective.chunk_size={RELEARN_CHUNK}", *overrides]))
+
+
+def eval_programs(model_cfg, run_cfg, params, rows: int, seq: int) -> list[tuple[str, object, tuple]]:
+    """(name, jitted function, abstract arguments) of the programs the probes evaluate with:
+    infilling forward, likelihood, sampler (one denoising segment) at [rows, seq], and the int4
+    quantisation of `params`. `run_cfg` is the config they run (``inference_config(model_cfg)``)."""
+    i32 = jnp.int32
+    ids = _abstract((rows, seq), i32)
+    vec = _abstract((rows,), i32)
+    spec = make_spec(model_cfg, gen_length=GEN_LENGTH, steps=GEN_LENGTH, block_length=32, temperature=1.0)
+    canvas = build_canvas(model_cfg, [[0] * (seq - GEN_LENGTH)], [0], GEN_LENGTH, seq, rows)
+    arrays = [canvas.input_ids, canvas.uncond_ids, canvas.attention_mask, canvas.position_ids, canvas.gen_index,
+              canvas.row_ids]
+    return [
+        ("infilling forward", infilling._fill_logits, (run_cfg, params, ids, ids, ids)),
+        ("likelihood", row_scores,
+         (run_cfg, False, seq // 2, params, ids, ids, vec, vec, vec, vec, _abstract((), jnp.uint32),
+          _abstract((), jnp.bool_), _abstract((), i32), _abstract((), jnp.float32))),
+        ("sampler", denoise,
+         (run_cfg, spec, params, _abstract((rows, GEN_LENGTH), i32),
+          *[_abstract(np.shape(a), np.asarray(a).dtype) for a in arrays],
+          _abstract((), jnp.uint32), _abstract((), i32), _abstract((), i32))),
+        ("quantise int4", jax.jit(lambda p: quantization.quantize_params(model_cfg, p, 4)), (params,)),
+    ]
+
+
 def plan(rows: int, seq: int, relearn_rows: int, relearn_seq: int, layers: int, devices: list[int]) -> list[Program]:
     """The probes' programs at these shapes (see the module docstring)."""
-    # The relearning step as experiments.probes trains it: SFT, AdamW, its remat policy and loss chunks.
-    cfg_train = memory.cpu_proxy(load_config(os.path.join(ROOT, CONFIG), [
-        "objective.method=sft", "optim.grad_accum=1", f"model.remat_policy={RELEARN_REMAT}",
-        f"objective.chunk_size={RELEARN_CHUNK}"]))
+    cfg_train = relearn_train_config()
     model_cfg = memory.model_config(cfg_train, os.path.join(ROOT, HF_CONFIG))
     if layers:
         model_cfg = model_cfg.replace(num_layers=layers)
     run_cfg = inference_config(model_cfg)
     params = abstract_params(model_cfg)
     weights = sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(params))
-    i32 = jnp.int32
     out = []
-    ids = _abstract((rows, seq), i32)
-    out.append(_program("infilling forward", f"{rows}x{seq}", infilling._fill_logits, (run_cfg, params, ids, ids, ids)))
-    print(f"  {out[-1].name}: {out[-1].compile_s:.0f} s", flush=True)
-    vec = _abstract((rows,), i32)
-    out.append(_program("likelihood", f"{rows}x{seq}", row_scores,
-                        (run_cfg, False, seq // 2, params, ids, ids, vec, vec, vec, vec, _abstract((), jnp.uint32),
-                         _abstract((), jnp.bool_), _abstract((), i32), _abstract((), jnp.float32))))
-    print(f"  {out[-1].name}: {out[-1].compile_s:.0f} s", flush=True)
-    spec = make_spec(model_cfg, gen_length=GEN_LENGTH, steps=GEN_LENGTH, block_length=32, temperature=1.0)
-    canvas = build_canvas(model_cfg, [[0] * (seq - GEN_LENGTH)], [0], GEN_LENGTH, seq, rows)
-    arrays = [canvas.input_ids, canvas.uncond_ids, canvas.attention_mask, canvas.position_ids, canvas.gen_index,
-              canvas.row_ids]
-    out.append(_program("sampler", f"{rows}x{seq}", denoise,
-                        (run_cfg, spec, params, _abstract((rows, GEN_LENGTH), i32),
-                         *[_abstract(np.shape(a), np.asarray(a).dtype) for a in arrays],
-                         _abstract((), jnp.uint32), _abstract((), i32), _abstract((), i32))))
-    print(f"  {out[-1].name}: {out[-1].compile_s:.0f} s", flush=True)
-    quantise = jax.jit(lambda p: quantization.quantize_params(model_cfg, p, 4))
-    out.append(_program("quantise int4", "params", quantise, (params,)))
-    print(f"  {out[-1].name}: {out[-1].compile_s:.0f} s", flush=True)
+    for name, fn, args in eval_programs(model_cfg, run_cfg, params, rows, seq):
+        out.append(_program(name, "params" if name.startswith("quantise") else f"{rows}x{seq}", fn, args))
+        print(f"  {out[-1].name}: {out[-1].compile_s:.0f} s", flush=True)
     # Evaluating the quantised copy: the largest evaluation program, the original params beside it.
     evals = max(out[:3], key=lambda p: p.peak)
     out.append(dataclasses.replace(evals, name=f"eval of int4 copy ({evals.name})", resident=weights, compile_s=0.0))

@@ -59,6 +59,7 @@ class StepMemory:
     code: int
     compile_s: float
     flops: float | None = None  # XLA's cost analysis of the step (per device), if available
+    bytes_accessed: float | None = None  # the same analysis's memory traffic (bytes per device)
 
     @property
     def peak(self) -> int:
@@ -152,11 +153,12 @@ def step_memory(cfg: TrainConfig, model_cfg: ModelConfig, mesh, rows: int, seq: 
     m = compiled.memory_analysis()
     in_sh = compiled.input_shardings[0]
     state_sh, anchor_sh, batch_sh = in_sh
-    flops = None
+    flops = bytes_accessed = None
     try:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops = float(cost.get("flops")) if cost and "flops" in cost else None
+        bytes_accessed = float(cost.get("bytes accessed")) if cost and "bytes accessed" in cost else None
     except Exception:  # noqa: BLE001 - cost analysis is optional and backend-dependent
         pass
     return StepMemory(
@@ -166,7 +168,8 @@ def step_memory(cfg: TrainConfig, model_cfg: ModelConfig, mesh, rows: int, seq: 
         anchor=_device_bytes(anchor, anchor_sh) if anchor is not None else 0,
         batch=_device_bytes(batch, batch_sh),
         argument=m.argument_size_in_bytes, output=m.output_size_in_bytes, alias=m.alias_size_in_bytes,
-        temp=m.temp_size_in_bytes, code=m.generated_code_size_in_bytes, compile_s=compile_s, flops=flops)
+        temp=m.temp_size_in_bytes, code=m.generated_code_size_in_bytes, compile_s=compile_s, flops=flops,
+        bytes_accessed=bytes_accessed)
 
 
 def formula_state_bytes(cfg: TrainConfig, model_cfg: ModelConfig, devices: int) -> dict[str, float]:
