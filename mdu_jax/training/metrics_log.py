@@ -19,10 +19,16 @@ import jax
 
 from mdu_jax.checkpoints.atomic_write import write_text
 
-try:  # optional: TensorBoard scalars when tensorboardX is installed (the `tensorboard` extra)
-    from tensorboardX import SummaryWriter
-except ImportError:
-    SummaryWriter = None
+
+def summary_writer_class():
+    """tensorboardX's ``SummaryWriter``, or None when that optional package (the `tensorboard`
+    extra) is not installed. Imported when a run first writes metrics, not with this module:
+    tensorboardX imports torch when torch is installed, about 4 s of every command's start-up."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +99,9 @@ class MetricsWriter:
             log.info("metrics.jsonl: dropped %d row(s) logged after optimiser step %d, which is rerun", dropped,
                      resume_step)
         self._f = open(self.path, "a", buffering=1)
-        if tensorboard and SummaryWriter is not None:
-            self._tb = SummaryWriter(os.path.join(directory, "tensorboard"), purge_step=resume_step + 1)
+        writer_class = summary_writer_class() if tensorboard else None
+        if writer_class is not None:
+            self._tb = writer_class(os.path.join(directory, "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.active:

@@ -12,6 +12,7 @@ PACKAGES = ("mdu_jax", "checkpoints_convert")
 # Module prefix -> why it may be imported inside a function.
 ALLOWED = {
     "matplotlib": "plots only; a 1.7 s import, and the Agg backend must be chosen before pyplot loads",
+    "tensorboardX": "optional TensorBoard writer; it imports torch when installed (~4 s of every command's start-up)",
     "jax.experimental.pallas.ops.tpu": "TPU-only Pallas kernels (splash attention), imported where they run",
 }
 
