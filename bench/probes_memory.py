@@ -163,13 +163,19 @@ def print_table(programs: list[Program], out=sys.stdout) -> None:
               f"{g(p.peak):>7} {g(p.resident):>9} {g(p.peak + p.resident):>11} {p.compile_s:>9.1f}", file=out)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_shape_args(p: argparse.ArgumentParser) -> None:
+    """The program shapes both probe benches take: evaluation rows x tokens, relearning rows x
+    tokens, and the meshes the relearning step is compiled for."""
     p.add_argument("--rows", type=int, default=32, help="rows per evaluation program (the probes' --batch-size)")
     p.add_argument("--seq", type=int, default=256, help="tokens per evaluation row / canvas")
     p.add_argument("--relearn-rows", type=int, default=8, help="rows per relearning step (--relearn-batch-size)")
     p.add_argument("--relearn-seq", type=int, default=512, help="tokens per relearning row (the longest pair)")
     p.add_argument("--devices", type=int, nargs="*", default=[1, 8], help="meshes for the relearning step")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shape_args(p)
     p.add_argument("--layers", type=int, default=0, help="override the layer count (0: the model's 32)")
     a = p.parse_args(argv)
     print(f"backend: {jax.default_backend()}; LLaDA-8B ({CONFIG}, bf16 compiled as f16 on CPU); GiB per device",

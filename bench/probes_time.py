@@ -221,11 +221,7 @@ def print_tables(costs: dict[str, Cost], calls: dict[str, dict[str, int]], model
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=32, help="rows per evaluation program (the probes' --batch-size)")
-    p.add_argument("--seq", type=int, default=256, help="tokens per evaluation row / canvas")
-    p.add_argument("--relearn-rows", type=int, default=8, help="rows per relearning step (--relearn-batch-size)")
-    p.add_argument("--relearn-seq", type=int, default=512, help="tokens per relearning row (the longest pair)")
-    p.add_argument("--devices", type=int, nargs="*", default=[1, 8], help="meshes for the relearning step")
+    pm.add_shape_args(p)
     p.add_argument("--leak-samples", type=int, help="override the probes' --leak-samples")
     p.add_argument("--models", type=int, default=3, help="models probed (unlearned, retain-only, before)")
     a = p.parse_args(argv)
