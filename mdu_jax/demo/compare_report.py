@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from typing import Any, Sequence
 
 from mdu_jax.checkpoints import atomic_write
@@ -48,37 +49,46 @@ def markdown_table(rows: Sequence[dict[str, Any]], reference: str) -> str:
     return "\n".join(lines)
 
 
+# The plot's panels: (aggregate key, y-axis label, the twin's value on that axis or None: its own key).
+PANELS = (("forget_ks_statistic", "forget KS statistic vs the twin (lower is better)", 0.0),
+          ("forget_fact_recall", "forget fact recall (key fact in the greedy answer)", None))
+
+
 def plot_comparison(rows: Sequence[dict[str, Any]], path: str, *, before: dict[str, float],
                     twin: dict[str, float], utility_floor: float, title: str) -> str:
-    """Forget KS statistic (lower: closer to the retain-only twin) against model utility, one
-    marker per method at its selected cell with sd error bars over seeds; the SFT model (star),
-    the twin (diamond) and the declared utility floor (dashed). Writes a PNG at `path`."""
+    """Two panels against model utility: the forget KS statistic (lower: closer to the retain-only
+    twin; 40 questions move it in steps of 0.025) and forget fact recall (what the model still
+    says). One marker per method at its selected cell with sd error bars over seeds; the SFT model
+    (star), the twin (diamond) and the declared utility floor (dashed). Writes a PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.2, 5.0), dpi=120)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(11.0, 5.0), dpi=120)
     markers = "os^vD<>pPhX*"
-    for i, r in enumerate(rows):
-        (ux, sx), (ky, sy) = r["summary"]["model_utility"], r["summary"]["forget_ks_statistic"]
-        if not (math.isfinite(ux) and math.isfinite(ky)):
-            continue
-        ax.errorbar([ux], [ky], xerr=[sx], yerr=[sy], fmt=markers[i % len(markers)], markersize=8, capsize=4,
-                    label=r["name"], zorder=3)
-    if before.get("model_utility") is not None and before.get("forget_ks_statistic") is not None:
-        ax.scatter([before["model_utility"]], [before["forget_ks_statistic"]], marker="*", s=220, color="tab:red",
-                   edgecolors="black", zorder=4, label="before unlearning (SFT)")
-    if twin.get("model_utility") is not None:
-        ax.scatter([twin["model_utility"]], [0.0], marker="d", s=120, color="0.3", edgecolors="black", zorder=4,
-                   label="retain-only twin (KS 0 by definition)")
-    ax.axvline(utility_floor, color="0.4", linestyle="--", linewidth=1, label="utility floor (selection rule)")
-    ax.set_xlabel("model utility (harmonic mean), mean ± sd over seeds")
-    ax.set_ylabel("forget KS statistic vs the twin (lower is better)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    for ax, (key, ylabel, twin_value) in zip(axes, PANELS):
+        for i, r in enumerate(rows):
+            (ux, sx), (ky, sy) = r["summary"]["model_utility"], r["summary"].get(key, (math.nan, math.nan))
+            if not (math.isfinite(ux) and math.isfinite(ky)):
+                continue
+            ax.errorbar([ux], [ky], xerr=[sx], yerr=[sy], fmt=markers[i % len(markers)], markersize=8, capsize=4,
+                        label=r["name"], zorder=3)
+        if before.get("model_utility") is not None and before.get(key) is not None:
+            ax.scatter([before["model_utility"]], [before[key]], marker="*", s=220, color="tab:red",
+                       edgecolors="black", zorder=4, label="before unlearning (SFT)")
+        twin_y = twin.get(key) if twin_value is None else twin_value
+        if twin.get("model_utility") is not None and twin_y is not None:
+            ax.scatter([twin["model_utility"]], [twin_y], marker="d", s=120, color="0.3", edgecolors="black",
+                       zorder=4, label="retain-only twin")
+        ax.axvline(utility_floor, color="0.4", linestyle="--", linewidth=1, label="utility floor (selection rule)")
+        ax.set_xlabel("model utility (harmonic mean), mean ± sd over seeds")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(6, len(labels)))
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
