@@ -58,7 +58,7 @@ def paired_test(method: Mapping[int, Mapping[str, Any]], reference: Mapping[int,
     """Paired t-test (``scipy.stats.ttest_rel``, two-sided) of `key` between two methods' runs
     matched by seed: {n, mean_diff (method - reference), p}; p is None with fewer than two
     pairs or when every difference is equal up to float rounding (the t statistic is undefined;
-    e.g. 0.35 - 0.45 and 0.45 - 0.55 differ by 6e-17 and would give a spurious p of 1e-16)."""
+    e.g. 0.3 - 0.4 and 0.4 - 0.5 differ by 6e-17 and would give a spurious p of 1e-16)."""
     seeds = sorted(set(method) & set(reference))
     pairs = [(method[s].get(key), reference[s].get(key)) for s in seeds]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]

@@ -48,9 +48,10 @@ def test_paired_test_over_seeds_is_scipys_ttest_rel():
     t = d.mean() / (d.std(ddof=1) / math.sqrt(3))  # the paired t statistic by hand
     assert got["p"] == pytest.approx(2 * stats.t.sf(abs(t), df=2), rel=1e-9)
     assert compare_stats.paired_test({0: {"x": 1.0}, 1: {"x": 2.0}}, {0: {"x": 0.0}, 1: {"x": 1.0}}, "x")["p"] is None
-    # Differences equal up to float rounding (-0.1 twice, as 0.35 - 0.45 and 0.45 - 0.55) have no t statistic
-    # either; scipy would report p ~ 1e-16 from their 6e-17 spread.
-    assert compare_stats.paired_test({0: {"x": 0.35}, 1: {"x": 0.45}}, {0: {"x": 0.45}, 1: {"x": 0.55}}, "x")["p"] is None
+    # Differences equal up to float rounding (-0.1 twice, as 0.3 - 0.4 and 0.4 - 0.5, 6e-17 apart) have no
+    # t statistic either; scipy would report a spurious p ~ 1e-16.
+    assert np.ptp([0.3 - 0.4, 0.4 - 0.5]) > 0
+    assert compare_stats.paired_test({0: {"x": 0.3}, 1: {"x": 0.4}}, {0: {"x": 0.4}, 1: {"x": 0.5}}, "x")["p"] is None
 
 
 def test_paired_question_test_is_a_wilcoxon_signed_rank_test():
