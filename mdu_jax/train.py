@@ -3,6 +3,7 @@
     python -m mdu_jax.train                                   # the embedded offline demo
     python -m mdu_jax.train --config configs/tofu_llada8b.yaml objective.tau=0.5 optim.lr=8e-6
     python -m mdu_jax.train --config configs/tofu_llada8b.yaml --sweep objective.tau=0,0.25,0.5,0.75,1
+    python -m mdu_jax.train --config configs/demo_sequential.yaml   # demo: forget groups one round each
 
 The run itself is ``mdu_jax.training.run`` (a Python API); the demo is ``mdu_jax.demo.pipeline``.
 """
@@ -16,6 +17,7 @@ import textwrap
 
 from mdu_jax.demo import compare as demo_compare
 from mdu_jax.demo import pipeline as demo
+from mdu_jax.demo import sequential as demo_sequential
 from mdu_jax.training import (RESULT_NEUTRAL, CheckpointDamagedError, UpdateRejectedError, load_config, run,
                               sweep_values, to_yaml)
 
@@ -78,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         # Every method side by side on the demo world (see mdu_jax/demo/compare.py).
         overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
         return demo_compare.main(overrides, config=args.config, progress=not args.no_progress)
+    if args.config is not None and demo_sequential.is_sequential_config(args.config):
+        # The forget authors unlearned group by group (see mdu_jax/demo/sequential.py).
+        overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+        return demo_sequential.main(overrides, config=args.config, progress=not args.no_progress)
     if args.config is None or demo.is_demo_config(args.config):
         # The embedded demo: generated data, a tiny model, offline (see mdu_jax/demo/pipeline.py).
         overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from typing import Any, Optional
 
@@ -109,15 +108,11 @@ def slug(name: str) -> str:
 
 def load_compare_config(path: str, overrides: list[str]) -> CompareRunConfig:
     """The comparison config from a YAML file with ``demo:`` and ``compare:`` sections."""
-    data = typed_config.apply_overrides(typed_config.load_yaml(path), overrides, CompareRunConfig)
-    return typed_config.from_dict(CompareRunConfig, data)
+    return pipeline.load_demo_config(path, overrides, CompareRunConfig)
 
 
 def is_compare_config(path: str) -> bool:
-    try:
-        return "compare" in typed_config.load_yaml(path)
-    except ConfigKeyError:
-        return False
+    return pipeline.has_section(path, "compare")
 
 
 def cell_run(run: CompareRunConfig, entry: MethodEntry, lr: float, steps: int, seed: int) -> pipeline.DemoRunConfig:
@@ -126,7 +121,7 @@ def cell_run(run: CompareRunConfig, entry: MethodEntry, lr: float, steps: int, s
     unlearn = dataclasses.replace(run.unlearn, lr=lr, steps=steps, seed=seed)
     fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(pipeline.DemoRunConfig)}
     return pipeline.DemoRunConfig(**{**fields, "unlearn": unlearn, "objective": objective_of(run.objective, entry),
-                                     "taus": None})
+                                     "taus": None, "t_bands": None})
 
 
 def _run_cell(run: CompareRunConfig, prep: pipeline.Prepared, entry: MethodEntry, lr: float, steps: int, seed: int,
@@ -140,8 +135,7 @@ def _run_cell(run: CompareRunConfig, prep: pipeline.Prepared, entry: MethodEntry
             kept = json.load(f)
         if kept.get("key") == key:
             return kept
-    tau = sub.objective.tau if sub.objective.method == "mdu" else None
-    result, _probe, t = pipeline.unlearn_and_evaluate(sub, prep, folder, tau, entry.name, progress=progress)
+    result, _probe, t = pipeline.unlearn_and_evaluate(sub, prep, folder, entry.name, progress=progress)
     forget = result["per_example"]["forget"]
     cell = {"key": key, "method": entry.name, "lr": lr, "steps": steps, "seed": seed, "timings_s": t,
             "aggregates": result["aggregates"], "forget_prob": [r["prob"] for r in forget],
@@ -222,11 +216,5 @@ def run_compare(run: CompareRunConfig, *, progress: bool = True) -> dict[str, An
 
 def main(overrides: list[str], *, config: str, progress: bool = True) -> int:
     """Entry point used by ``python -m mdu_jax.train --config <a config with compare:>``."""
-    try:
-        run = load_compare_config(config, overrides)
-        pipeline.use_compilation_cache(os.path.join(os.path.abspath(run.output_dir), "cache", "xla"))
-        run_compare(run, progress=progress)
-    except (ConfigKeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return pipeline.command(lambda: load_compare_config(config, overrides),
+                            lambda run: run_compare(run, progress=progress))

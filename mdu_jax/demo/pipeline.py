@@ -12,6 +12,11 @@ by everything that determines them, so a second run goes straight to unlearning.
     python -m mdu_jax.train demo.size=ci objective.tau=0.5         # overrides, dotted
     python -m mdu_jax.train objective.method=npo unlearn.lr=1e-3   # a baseline instead of MDU
     python -m mdu_jax.train --config configs/demo_tau_sweep.yaml   # the tau sweep + trade-off plot
+    python -m mdu_jax.train --config configs/demo_t_bands.yaml     # the timestep-band sweep
+
+A sweep (``taus`` or ``t_bands``) runs the unlearning stage once per value from the same cached
+SFT model and twin, each in its own folder, then writes the sweep's table (``sweep_<key>.csv``,
+printed too) and its privacy-utility plot beside ``summary.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -35,6 +40,7 @@ from mdu_jax.demo.assets import DemoAssets, DemoConfig, prepare_demo
 from mdu_jax.demo.machine import machine_info
 from mdu_jax.demo.stages import StageSection, sft_rows, train_config, unlearning_rows, write_json
 from mdu_jax.demo.world import demo_pairs, fact_chance
+from mdu_jax.diffusion import check_t_range
 from mdu_jax.eval import results
 from mdu_jax.eval import sweep as sweep_plot
 from mdu_jax.eval.anchor_probe import anchor_probe
@@ -105,12 +111,29 @@ class DemoRunConfig:
     objective: ObjectiveSection = dataclasses.field(default_factory=_default_objective)
     eval: EvalSection = dataclasses.field(default_factory=EvalSection)
     taus: Optional[list[float]] = None   # set: run MDU once per tau and draw the trade-off plot
+    # set: the timestep ablation, once per band [lo, hi] of diffusion times (masking ratios) the
+    # forget rows are trained at (objective.t_range); [time_eps, 1] is the unbanded objective.
+    t_bands: Optional[list[list[float]]] = None
     output_dir: str = "runs/demo"
     max_length: Optional[int] = None     # tokens per row; None: the demo size's
 
     def validate(self):
         if self.taus is not None and self.objective.method != "mdu":
             raise ConfigKeyError(f"taus: the tau sweep runs MDU; objective.method is {self.objective.method!r}")
+        if self.taus is not None and self.t_bands is not None:
+            raise ConfigKeyError("taus and t_bands: a demo run sweeps one of them, not both")
+        if self.t_bands is not None:
+            if not self.t_bands:
+                raise ConfigKeyError("t_bands: expected at least one band [lo, hi]")
+            for i, band in enumerate(self.t_bands):
+                try:
+                    check_t_range(band)
+                except ValueError:
+                    raise ConfigKeyError(f"t_bands[{i}]: {band} is not a band of diffusion times (masking "
+                                         "ratios): expected [lo, hi] with 0 < lo < hi <= 1 (at t = 0 nothing is "
+                                         "masked: start a band at objective.time_eps, 0.001)") from None
+            if len({tuple(b) for b in self.t_bands}) != len(self.t_bands):
+                raise ConfigKeyError(f"t_bands: expected distinct bands, got {self.t_bands}")
 
 
 SIZES = {
@@ -151,13 +174,39 @@ def unlearn_stage(run: DemoRunConfig, demo: DemoConfig) -> StageSection:
                    warmup_ratio=0.0)
 
 
-def run_label(method: str, tau: float | None = None) -> str:
-    """The column name of an unlearned model: 'after MDU (tau=1)', 'after NPO', ..."""
-    return f"after MDU (tau={tau:g})" if method == "mdu" else f"after {METHOD_LABELS[method]}"
+def _band(objective: ObjectiveSection) -> Optional[tuple[float, float]]:
+    return None if objective.t_range is None else check_t_range(objective.t_range)
 
 
-def run_folder(method: str, tau: float | None = None) -> str:
-    return f"mdu_tau{tau:g}" if method == "mdu" else method
+def run_label(objective: ObjectiveSection) -> str:
+    """The column name of an unlearned model: 'after MDU (tau=1)', 'after NPO', 'after MDU (tau=1,
+    t in [0.33, 0.67])' (trained at diffusion times in a band)."""
+    band = _band(objective)
+    parts = [f"tau={objective.tau:g}"] if objective.method == "mdu" else []
+    parts += [f"t in [{band[0]:g}, {band[1]:g}]"] if band else []
+    return f"after {METHOD_LABELS[objective.method]}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def run_folder(objective: ObjectiveSection) -> str:
+    """The folder name of an unlearning run: 'mdu_tau1', 'npo', 'mdu_tau1_t0.33-0.67'."""
+    band = _band(objective)
+    name = f"mdu_tau{objective.tau:g}" if objective.method == "mdu" else objective.method
+    return name + (f"_t{band[0]:g}-{band[1]:g}" if band else "")
+
+
+# The aggregates of a demo sweep's table (sweep_<key>.csv), after the swept value.
+SWEEP_COLUMNS = ("model_utility", "forget_fact_recall", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_ks_statistic",
+                 "forget_quality", "forget_short_rate", "retain_fact_recall", "retain_Q_A_Prob")
+
+
+def sweep_objectives(run: DemoRunConfig) -> tuple[Optional[str], list[tuple[Any, ObjectiveSection]]]:
+    """(swept key or None, [(value, objective)]) of a demo run: one objective per tau of ``taus``
+    ('tau') or per band of ``t_bands`` ('t_range'); no sweep: [(None, run.objective)]."""
+    if run.taus is not None:
+        return "tau", [(float(tau), dataclasses.replace(run.objective, tau=float(tau))) for tau in run.taus]
+    if run.t_bands is not None:
+        return "t_range", [(list(band), dataclasses.replace(run.objective, t_range=list(band))) for band in run.t_bands]
+    return None, [(None, run.objective)]
 
 
 def _key(*parts: Any) -> str:
@@ -228,21 +277,24 @@ def _probe(run: DemoRunConfig, assets: DemoAssets, model_dir: str, out_path: str
     return probe
 
 
-def _unlearn(run: DemoRunConfig, assets: DemoAssets, sft_dir: str, out: str, cache: str, tau: float | None,
-             progress: bool) -> str:
-    """Trains the unlearning stage of ``run.objective`` (at `tau` for MDU) from `sft_dir` into `out`."""
+def _unlearn(run: DemoRunConfig, assets: DemoAssets, start_dir: str, out: str, cache: str, progress: bool,
+             forget_people: Optional[list[int]] = None) -> str:
+    """Trains the unlearning stage of ``run.objective`` from `start_dir` (the SFT model, or the
+    previous round's model; MDU's anchor is this starting model) into `out`, forgetting the
+    authors `forget_people` (None: the whole forget split)."""
     method = run.objective.method
-    forget, retain = unlearning_rows(assets.world, method)
-    forget_file = write_json(os.path.join(cache, f"unlearn-{method}-forget.json"), forget)
+    forget, retain = unlearning_rows(assets.world, method, forget_people)
+    tag = "" if forget_people is None else "-people" + "_".join(map(str, forget_people))
+    forget_file = write_json(os.path.join(cache, f"unlearn-{method}-forget{tag}.json"), forget)
     retain_file = write_json(os.path.join(cache, f"unlearn-{method}-retain.json"), retain) if retain else None
-    objective = dataclasses.replace(run.objective, tau=run.objective.tau if tau is None else tau)
+    objective = run.objective
     shutil.rmtree(out, ignore_errors=True)  # unlearning is what the demo shows: run it afresh
     stage = unlearn_stage(run, assets.config)
     if stage.batch_size > len(forget) + len(retain):
         # A method without a retain term on a small world (GA on the CI world's 10 forget rows):
         # every row in each batch rather than an error.
         stage = dataclasses.replace(stage, batch_size=len(forget) + len(retain))
-    cfg = train_config(stage, "unlearn", model_path=sft_dir, objective=objective,
+    cfg = train_config(stage, "unlearn", model_path=start_dir, objective=objective,
                        forget_file=forget_file, retain_file=retain_file, output_dir=out,
                        max_length=row_length(run, assets.config), seed=run.demo.seed,
                        idk_file=os.path.join(assets.data_dir, "idontknow.json"))
@@ -300,12 +352,14 @@ def prepare(run: DemoRunConfig, *, progress: bool = True) -> Prepared:
     return Prepared(assets, cache, sft_dir, twin_dir, twin_path, judge, before, twin, probe, timings)
 
 
-def unlearn_and_evaluate(run: DemoRunConfig, prep: Prepared, folder: str, tau: float | None, label: str, *,
+def unlearn_and_evaluate(run: DemoRunConfig, prep: Prepared, folder: str, label: str, *,
+                         start_dir: Optional[str] = None, forget_people: Optional[list[int]] = None,
                          progress: bool = True) -> tuple[dict, dict, dict[str, float]]:
-    """One unlearning run of ``run.objective`` (at `tau` for MDU) from the SFT model into `folder`,
-    evaluated against the twin: (result, anchor probe, {'train_s', 'eval_s'})."""
+    """One unlearning run of ``run.objective`` from `start_dir` (default: the SFT model) into
+    `folder`, forgetting `forget_people` (default: every forget author), evaluated on the whole
+    forget split against the twin: (result, anchor probe, {'train_s', 'eval_s'})."""
     t = time.time()
-    final = _unlearn(run, prep.assets, prep.sft_dir, folder, prep.cache, tau, progress)
+    final = _unlearn(run, prep.assets, start_dir or prep.sft_dir, folder, prep.cache, progress, forget_people)
     train_s = time.time() - t
     t = time.time()
     result = _evaluate(run, prep.assets, final, label, os.path.join(folder, "eval.json"), prep.twin_path, prep.judge,
@@ -332,24 +386,24 @@ def _probe_line(name: str, probe: dict) -> str:
 
 
 def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """The whole demo (or the tau sweep when ``run.taus`` is set); returns what it printed and wrote."""
+    """The whole demo (or the sweep over ``run.taus`` / ``run.t_bands``); returns what it printed and wrote."""
     started = time.time()
     out = os.path.abspath(run.output_dir)
     prep = prepare(run, progress=progress)
     assets, timings = prep.assets, dict(prep.timings)
     method = run.objective.method
-    taus = run.taus if run.taus is not None else [run.objective.tau if method == "mdu" else None]
+    swept, variants = sweep_objectives(run)
     results: dict[str, dict] = {"before (SFT)": prep.before}
     probes = {"before (SFT)": prep.probe_before}
-    sweep_rows, models = [], {"sft": prep.sft_dir, "retain_twin": prep.twin_dir}
-    for tau in taus:
-        label, folder = run_label(method, tau), run_folder(method, tau)
-        result, probes[label], t = unlearn_and_evaluate(run, prep, os.path.join(out, folder), tau, label,
-                                                        progress=progress)
+    swept_results, models = [], {"sft": prep.sft_dir, "retain_twin": prep.twin_dir}
+    for value, objective in variants:
+        label, folder = run_label(objective), run_folder(objective)
+        result, probes[label], t = unlearn_and_evaluate(dataclasses.replace(run, objective=objective), prep,
+                                                        os.path.join(out, folder), label, progress=progress)
         results[label] = result
         timings[f"{folder}_s"], timings[f"eval_{folder}_s"] = t["train_s"], t["eval_s"]
         models[folder] = os.path.join(out, folder, "final")
-        sweep_rows.append({"tau": tau, **{k: result["aggregates"].get(k) for _, k in report.ROWS}})
+        swept_results.append((value, result))
     results["retain-only twin"] = prep.twin
     timings["total_s"] = time.time() - started
     table = report.summary_table(results)
@@ -366,11 +420,8 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
                "timings_s": {k: round(v, 1) for k, v in timings.items()}, "machine": machine_info(),
                "models": models, "aggregates": {name: r["aggregates"] for name, r in results.items()},
                "anchor_probe": probes}
-    if run.taus is not None:
-        summary["sweep"] = sweep_rows
-        summary["sweep_plot"] = sweep_plot.plot_tradeoff(
-            [results[run_label("mdu", tau)] for tau in taus], taus, os.path.join(out, "tau_tradeoff.png"),
-            baseline=prep.before)
+    if swept is not None:
+        summary.update(_write_sweep(swept, swept_results, prep.before, out))
     summary["plot"] = report.plot_bars(results, os.path.join(out, "before_after.png"),
                                        f"{METHOD_LABELS[method]} on the generated demo world: before vs after")
     write_json(os.path.join(out, "summary.json"), summary)
@@ -384,38 +435,77 @@ def run_demo(run: DemoRunConfig, *, progress: bool = True) -> dict[str, Any]:
         if line:
             print(line)
     print(f"\ntimes (s): {summary['timings_s']}")
-    print(f"wrote {out}/summary.json, {summary['plot']}" + (f", {summary.get('sweep_plot')}" if run.taus else ""))
+    if swept is not None:
+        print("\n" + summary["sweep_table"])
+    print(f"wrote {out}/summary.json, {summary['plot']}"
+          + (f", {summary['sweep_csv']}, {summary['sweep_plot']}" if swept is not None else ""))
     return summary
 
 
-def load_demo_config(path: Optional[str], overrides: list[str]) -> DemoRunConfig:
-    """The demo config from a YAML file with a top-level ``demo:`` section (or the defaults)."""
+SWEEP_PLOTS = {"tau": "tau_tradeoff.png", "t_range": "t_band_tradeoff.png"}
+SWEEP_TITLES = {"tau": "MDU privacy-utility trade-off over τ",
+                "t_range": "timestep bands: unlearning only at masking ratios t in [lo, hi]"}
+
+
+def _write_sweep(swept: str, pairs: list[tuple[Any, dict]], before: dict, out: str) -> dict[str, Any]:
+    """The sweep's rows, table (``sweep_<key>.csv``) and trade-off plot: {'sweep', 'sweep_table',
+    'sweep_csv', 'sweep_plot'} for ``summary.json``."""
+    rows = sweep_plot.sweep_rows(pairs, param=swept, columns=SWEEP_COLUMNS)
+    csv_path = sweep_plot.write_table(rows, os.path.join(out, f"sweep_{swept}.csv"), param=swept,
+                                      columns=SWEEP_COLUMNS)
+    base = {k: before["aggregates"].get(k) for k in SWEEP_COLUMNS}
+    png = sweep_plot.plot_rows(rows, os.path.join(out, SWEEP_PLOTS[swept]), title=SWEEP_TITLES[swept],
+                               baseline=base, param=swept)
+    return {"sweep": rows, "sweep_table": sweep_plot.table_text(rows, param=swept, columns=SWEEP_COLUMNS),
+            "sweep_csv": csv_path, "sweep_plot": png}
+
+
+def load_demo_config(path: Optional[str], overrides: list[str], cls: type = DemoRunConfig) -> DemoRunConfig:
+    """The demo config from a YAML file with a top-level ``demo:`` section (or the defaults);
+    `cls`: ``DemoRunConfig`` or a subclass with a section of its own (``compare``, ``sequential``)."""
     data = structured.load_yaml(path) if path else {}
-    data = structured.apply_overrides(data, overrides, DemoRunConfig)
-    return structured.from_dict(DemoRunConfig, data)
+    data = structured.apply_overrides(data, overrides, cls)
+    return structured.from_dict(cls, data)
+
+
+def has_section(path: str, section: str) -> bool:
+    """Whether the YAML file at `path` has a top-level `section` (False when it is not YAML)."""
+    try:
+        return section in structured.load_yaml(path)
+    except ConfigKeyError:
+        return False
 
 
 def is_demo_config(path: str) -> bool:
+    return has_section(path, "demo")
+
+
+def command(load: Callable[[], DemoRunConfig], work: Callable[[Any], Any]) -> int:
+    """Runs a demo command: `load` the config (and check it: nothing is written before), keep
+    XLA's compiled programs under its output folder, then `work` on it. A bad config or input
+    prints ``error: ...`` and returns 2; else returns 0."""
     try:
-        return "demo" in structured.load_yaml(path)
-    except ConfigKeyError:
-        return False
+        run = load()
+        use_compilation_cache(os.path.join(os.path.abspath(run.output_dir), "cache", "xla"))
+        work(run)
+    except (ConfigKeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _with_sweep(run: DemoRunConfig, sweep: Optional[str]) -> DemoRunConfig:
+    if sweep:
+        key, values = parse_sweep(sweep)
+        if key not in ("taus", "objective.tau"):
+            raise ConfigKeyError(f"--sweep {key}: the demo sweeps tau only (--sweep objective.tau=0,0.5,1)")
+        run.taus = [float(v) for v in values]
+        run.validate()
+    return run
 
 
 def main(overrides: list[str], *, config: Optional[str] = None, sweep: Optional[str] = None,
          progress: bool = True) -> int:
     """Entry point used by ``python -m mdu_jax.train`` without a training config."""
-    try:
-        run = load_demo_config(config, overrides)
-        use_compilation_cache(os.path.join(os.path.abspath(run.output_dir), "cache", "xla"))
-        if sweep:
-            key, values = parse_sweep(sweep)
-            if key not in ("taus", "objective.tau"):
-                raise ConfigKeyError(f"--sweep {key}: the demo sweeps tau only (--sweep objective.tau=0,0.5,1)")
-            run.taus = [float(v) for v in values]
-            run.validate()
-        run_demo(run, progress=progress)
-    except (ConfigKeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command(lambda: _with_sweep(load_demo_config(config, overrides), sweep),
+                   lambda run: run_demo(run, progress=progress))

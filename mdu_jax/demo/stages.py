@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 from mdu_jax import typed_config as structured
 from mdu_jax.training.config import ObjectiveSection, TrainConfig
@@ -78,12 +78,24 @@ def sft_rows(world: World, split: str, paraphrases: bool) -> list[dict]:
     return rows
 
 
-def unlearning_rows(world: World, method: str) -> tuple[list[dict], list[dict]]:
-    """(forget rows, retain rows) of the unlearning stage for `method` (see the module docstring)."""
+def unlearning_rows(world: World, method: str, forget_people: Optional[Sequence[int]] = None
+                    ) -> tuple[list[dict], list[dict]]:
+    """(forget rows, retain rows) of the unlearning stage for `method` (see the module docstring).
+
+    `forget_people`: indices into ``world.people`` of the authors to forget (a part of the forget
+    split, e.g. one round of sequential unlearning); None: the whole forget split.
+    """
     keep = demo_pairs(world, "retain") + demo_pairs(world, "background")
     if method == "sft":
         return keep, []
-    return demo_pairs(world, "forget"), keep if method in WITH_RETAIN else []
+    if forget_people is None:
+        forget = demo_pairs(world, "forget")
+    else:
+        outside = sorted(set(forget_people) - set(world.forget))
+        if outside:
+            raise ValueError(f"forget_people: {outside} are not forget authors of the world ({list(world.forget)})")
+        forget = [f.qa_row() for i in forget_people for f in world.people[i].facts]
+    return forget, keep if method in WITH_RETAIN else []
 
 
 def train_config(stage: StageSection, kind: str, *, model_path: str, objective: ObjectiveSection,

@@ -3,7 +3,8 @@
 ``add_probe_arguments`` adds the probe flags to the evaluation parser; ``run_probe_command``
 resolves the models (``--model`` / ``--baseline`` / ``--before``, or ``--demo-dir``), checks
 every input before any model runs, runs ``experiments.probes.run_probes``, prints the table and
-writes the JSON in one piece (temporary file + rename), so a bad input leaves nothing on disk.
+writes the JSON in one piece (temporary file + rename), so a bad input leaves nothing on disk;
+the infilling and relearning curves go beside it as PNGs (``eval.probes.plots``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from mdu_jax.checkpoints import CheckpointError, load_pretrained, write_text
 from mdu_jax.data.sources import load_tofu
 from mdu_jax.eval.probes.knowledge import SamplerSettings
+from mdu_jax.eval.probes.plots import write_probe_plots
 from mdu_jax.eval.probes.table import format_probe_table
 from mdu_jax.eval.tofu import eval_split_name, sampler_settings
 from mdu_jax.experiments.probe_targets import ProbeTargets, from_demo_dir
@@ -163,9 +165,10 @@ def run_probe_command(args: argparse.Namespace) -> int:
                       "forget_split": eval_split_name(forget_split), "retain_split": args.retain_split}
     table = format_probe_table(result)
     result["table"] = table
+    result["plots"] = write_probe_plots(result, out)
     write_text(out, json.dumps(result, indent=1) + "\n")
     print(table)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + "".join(f", {p}" for p in result["plots"].values()))
     return 0
 
 

@@ -108,6 +108,12 @@ def test_the_memorised_model_leaks_in_every_probe_and_its_untrained_twin_does_no
                  "best-of-4 fact hit", "unlearned", "before"):
         assert text in printed
     assert result["table"] in printed
+    # The curves beside the JSON, as PNGs (infilling: recovery vs r; relearning: vs steps).
+    assert result["plots"] == {"infilling": str(tmp_path / "probes_infilling.png"),
+                               "relearn": str(tmp_path / "probes_relearn.png")}
+    for path in result["plots"].values():
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _fails(argv, capsys, out, message):
@@ -115,7 +121,7 @@ def _fails(argv, capsys, out, message):
     err = capsys.readouterr().err
     assert message in err, err
     assert not os.path.exists(out)
-    assert not [p for p in os.listdir(os.path.dirname(out)) if p.startswith(".tmp")]
+    assert not [p for p in os.listdir(os.path.dirname(out)) if p.startswith(".tmp") or p.endswith(".png")]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -182,6 +188,9 @@ def test_a_demo_folder_gives_the_unlearned_run_the_twin_and_the_sft_model(world,
     assert acc["before (SFT)"] >= 0.75 and acc["mdu_tau1"] == acc["retain-only twin"] <= 0.25
     assert result["settings"]["sampler"]["gen_length"] == 8
     assert np.isclose(result["settings"]["relearn_lr"], 5e-4)
+    # Only the probes that ran draw their curve.
+    assert list(result["plots"]) == ["infilling"] and not (demo / "probes_relearn.png").exists()
+    assert (demo / "probes_infilling.png").stat().st_size > 1000
 
 
 def test_a_folder_that_is_not_a_demo_output_is_named(tmp_path, capsys):

@@ -8,7 +8,7 @@ added: a block that uses a name it does not define fails.
 Bash blocks: each ``python -m <module> ...`` command (continuation lines joined, environment
 assignments and ``&&`` chains split off) is parsed by that module's own argument parser;
 ``--help`` is run; a training command with a config file is resolved through the real CLI
-with ``--print-config`` (keys, types, values, sweep specs). Training commands that differ in
+with ``--print-config`` (keys, types, values, sweep specs); a demo config is loaded by its loader. Training commands that differ in
 keys that change the weights must not share an output folder (issue 16: the README's two
 lines once trained into one folder, and the second silently reused the first's weights).
 """
@@ -27,6 +27,7 @@ import yaml
 from checkpoints_convert.__main__ import build_parser as convert_parser
 import mdu_jax.training as training
 from mdu_jax import evaluate, sweep_eval, train
+from mdu_jax.demo import compare, pipeline, sequential
 from mdu_jax.experiments import rwku_corpus
 from mdu_jax.training import load_config, parse_sweep
 from mdu_jax.typed_config import to_dict
@@ -110,10 +111,23 @@ def _help_runs(main, argv):
     assert e.value.code == 0 and "usage:" in out.getvalue()
 
 
+def _demo_config(path, overrides):
+    """The demo config of a documented demo command, loaded as ``python -m mdu_jax.train`` would."""
+    if compare.is_compare_config(path):
+        return compare.load_compare_config(path, overrides)
+    if sequential.is_sequential_config(path):
+        return sequential.load_sequential_config(path, overrides)
+    return pipeline.load_demo_config(path, overrides)
+
+
 def _train_argv(argv):
-    """The resolved TrainConfig of a documented training command, or None (no config file)."""
+    """The resolved TrainConfig of a documented training command, or None (no config file, or a
+    demo config: that one is loaded here, so a bad one fails, but it has no TrainConfig)."""
     args = train.build_parser().parse_intermixed_args(argv)
     if args.config is None or not os.path.isfile(REPO / args.config):
+        return None
+    if pipeline.is_demo_config(str(REPO / args.config)):
+        assert _demo_config(str(REPO / args.config), list(args.overrides)).output_dir
         return None
     overrides = list(args.overrides) + ([f"export_hf={args.export_hf}"] if args.export_hf else []) \
         + ([f"output_dir={args.output_dir}"] if args.output_dir else [])

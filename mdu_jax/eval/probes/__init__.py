@@ -9,12 +9,13 @@ knowledge come back?
   ROUGE-L recall, answer probability): the score the other probes report.
 - ``leakage``: sampled answers to the forget questions, best-of-k and mean key-fact hits.
 - ``table``: the probes' result as a plain-text table.
+- ``plots``: the infilling and relearning curves as PNGs beside ``probes.json``.
 
 The relearning attack trains, so it lives a layer up, in ``mdu_jax.experiments.relearn``; the
 runner of every probe (``experiments.probes``) and its command (``experiments.probe_command``,
 ``python -m mdu_jax.evaluate --probes``) too.
 """
 
-from mdu_jax.eval.probes import infilling, knowledge, leakage, quantization, table
+from mdu_jax.eval.probes import infilling, knowledge, leakage, plots, quantization, table
 
-__all__ = ["infilling", "knowledge", "leakage", "quantization", "table"]
+__all__ = ["infilling", "knowledge", "leakage", "plots", "quantization", "table"]

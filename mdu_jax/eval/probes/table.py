@@ -14,13 +14,14 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _recall_key(scores: dict) -> str:
+def recall_key(scores: dict) -> str:
+    """'fact_recall' where the knowledge scores have key facts, else 'rougeL_recall'."""
     return "fact_recall" if scores.get("fact_recall") is not None else "rougeL_recall"
 
 
 def _knowledge_rows(title: str, by_model: dict[str, dict]) -> list[tuple[str, dict[str, Any]]]:
     first = next(iter(by_model.values()))
-    key = _recall_key(first)
+    key = recall_key(first)
     return [(f"{title}: {key}", {m: s.get(key) for m, s in by_model.items()}),
             (f"{title}: prob", {m: s.get("prob") for m, s in by_model.items()})]
 
@@ -77,4 +78,4 @@ def format_probe_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["probe_rows", "format_probe_table"]
+__all__ = ["recall_key", "probe_rows", "format_probe_table"]
