@@ -55,36 +55,38 @@ def stratified_count(k, j, answer_len, group):
     return (k - 1 + offset) % answer_len + 1
 
 
-def _row_mask(answer_slots: int, pair_key, sample_id, answer_len, stratified, group):
+def _row_mask(answer_slots: int, stratified: bool, pair_key, sample_id, answer_len, group):
     """(masked answer slots bool [A], weight float32) of one Monte Carlo row.
 
     stratified (LLaDA): rows of group ``sample_id // group`` share k, the count is
     ``stratified_count`` and the weight L/count. Otherwise (Eq. 14) the count is drawn per
-    sample and the weight is 1/count. Both branches are computed (scalar work) and one is kept,
-    so a single compiled program serves both estimators.
+    sample and the weight is 1/count. ``stratified`` is static: only the estimator's own draws
+    are traced (the random streams are most of a program's operations, and of its compile time).
     """
-    round_key = jax.random.fold_in(pair_key, sample_id // group)
-    k = jax.random.randint(jax.random.fold_in(round_key, 0), (), 1, answer_len + 1)
-    sample_key = jax.random.fold_in(pair_key, sample_id)
-    l = jax.random.randint(jax.random.fold_in(sample_key, 0), (), 1, answer_len + 1)
-    count = jnp.where(stratified, stratified_count(k, sample_id % group, answer_len, group), l)
-    weight = jnp.where(stratified, answer_len / count, 1.0 / count).astype(jnp.float32)
-    u = jnp.where(stratified,
-                  jax.random.uniform(jax.random.fold_in(round_key, sample_id % group + 1), (answer_slots,)),
-                  jax.random.uniform(jax.random.fold_in(sample_key, 1), (answer_slots,)))
+    if stratified:
+        round_key = jax.random.fold_in(pair_key, sample_id // group)
+        k = jax.random.randint(jax.random.fold_in(round_key, 0), (), 1, answer_len + 1)
+        count = stratified_count(k, sample_id % group, answer_len, group)
+        weight = (answer_len / count).astype(jnp.float32)
+        u = jax.random.uniform(jax.random.fold_in(round_key, sample_id % group + 1), (answer_slots,))
+    else:
+        sample_key = jax.random.fold_in(pair_key, sample_id)
+        count = jax.random.randint(jax.random.fold_in(sample_key, 0), (), 1, answer_len + 1)
+        weight = (1.0 / count).astype(jnp.float32)
+        u = jax.random.uniform(jax.random.fold_in(sample_key, 1), (answer_slots,))
     u = jnp.where(jnp.arange(answer_slots) < answer_len, u, 2.0)
     rank = jnp.argsort(jnp.argsort(u))  # a uniformly random order of the valid slots
     return rank < count, weight
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "guided", "answer_slots"))
+@functools.partial(jax.jit, static_argnames=("cfg", "guided", "answer_slots", "stratified"))
 def row_scores(cfg: ModelConfig, guided: bool, answer_slots: int, params, input_ids, attention_mask, prompt_len,
                answer_len, pair_ids, sample_ids, seed, stratified, group, cfg_scale):
     """float32 [R]: one Monte Carlo score per row (compiled once per bucket and ``guided``).
 
     input_ids int32 [R, T]: ``[prompt | answer | pad]``; attention_mask [R, T]; prompt_len,
     answer_len int32 [R] (answer_len >= 1); pair_ids, sample_ids int32 [R] pick the random
-    stream; answer_slots (static) >= max answer_len. ``stratified`` (bool scalar) selects LLaDA's
+    stream; answer_slots (static) >= max answer_len. ``stratified`` (static bool) selects LLaDA's
     estimator with stratified groups of ``group`` rows (score = L/count * sum of masked-answer
     CE) over Eq. 14 (score = sum of masked-answer CE / count); CE in float32 nats. With
     ``guided`` the logits are ``un + (cfg_scale + 1)(cond - un)``, the unconditional pass having
@@ -93,8 +95,8 @@ def row_scores(cfg: ModelConfig, guided: bool, answer_slots: int, params, input_
     R, T = input_ids.shape
     base = jax.random.key(seed)
     pair_keys = jax.vmap(lambda n: jax.random.fold_in(base, n))(pair_ids)
-    masked, weight = jax.vmap(functools.partial(_row_mask, answer_slots), in_axes=(0, 0, 0, None, None))(
-        pair_keys, sample_ids, answer_len, stratified, group)
+    row_mask = functools.partial(_row_mask, answer_slots, bool(stratified))
+    masked, weight = jax.vmap(row_mask, in_axes=(0, 0, 0, None))(pair_keys, sample_ids, answer_len, group)
     slots = jnp.arange(answer_slots)
     valid = slots[None, :] < answer_len[:, None]
     positions = prompt_len[:, None] + slots[None, :]

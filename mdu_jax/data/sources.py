@@ -14,8 +14,6 @@ import json
 import os
 from typing import Any
 
-import datasets
-
 from mdu_jax.data.encoding import DataError
 
 TOFU_HUB = "locuslab/TOFU"
@@ -153,6 +151,8 @@ def load_rwku(config: str, subject: str | None = None, data_dir: str | os.PathLi
 
 def _hub_rows(repo: str, config: str, split: str) -> list[dict[str, Any]]:
     """Rows of a Hub dataset config through ``datasets`` (what users run; needs the network)."""
+    import datasets  # Hub downloads only (tests/layout/test_function_imports.py says why)
+
     try:
         ds = datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # noqa: BLE001 - datasets raises many types; name the request

@@ -84,7 +84,7 @@ from mdu_jax.eval import scoring as S
 from mdu_jax.eval.ar_nll import ar_nll_batches, ar_programs, sequence_ar_nll  # noqa: F401 (public here too)
 from mdu_jax.eval.stages import Passes, Stage, run_stages
 from mdu_jax.models.config import ModelConfig
-from mdu_jax.sampling import generate, make_spec
+from mdu_jax.sampling import generate, make_spec, read_slots
 
 PROFILES = ("rwku", "mdu")
 PROBE_SETS = ("forget_level1", "forget_level2", "forget_level3", "neighbor_level1", "neighbor_level2")
@@ -191,7 +191,7 @@ def _generation_passes(ctx, prompts: Sequence[list[int]], sampler: dict[str, Any
                      block_length=sampler["block_length"], algorithm=sampler["algorithm"],
                      schedule=sampler["schedule"])
     program = f"generate {spec.gen_length} tokens / {len(spec.plan)} steps"
-    return [Passes(program, len(spec.plan), b.rows, b.length, spec.gen_length)
+    return [Passes(program, len(spec.plan), b.rows, b.length, read_slots(spec))
             for b in S.generation_batches(prompts, gen_length=spec.gen_length, batch_size=ctx["batch_size"],
                                           buckets=ctx["buckets"])]
 

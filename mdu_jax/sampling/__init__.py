@@ -6,10 +6,10 @@ research use: ``schedules`` (transfer counts), ``llada`` / ``dream`` (one denois
 """
 
 from mdu_jax.sampling.sampler import (GenerationOutput, SamplerSpec, compiled_programs, denoise, generate,
-                                       make_spec)
+                                       make_spec, read_slots)
 from mdu_jax.sampling.schedules import (dllm_transfer_counts, dream_reveal_probs, dream_timesteps,
                                         dream_transfer_counts, llada_plan, llada_transfer_counts)
 
-__all__ = ["generate", "GenerationOutput", "SamplerSpec", "make_spec", "denoise", "compiled_programs",
+__all__ = ["generate", "GenerationOutput", "SamplerSpec", "make_spec", "denoise", "compiled_programs", "read_slots",
            "llada_transfer_counts", "dllm_transfer_counts", "dream_transfer_counts", "dream_timesteps",
            "dream_reveal_probs", "llada_plan"]

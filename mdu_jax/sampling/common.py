@@ -41,21 +41,23 @@ def write_slots(canvas: jax.Array, gen_index: jax.Array, gen: jax.Array) -> jax.
 
 def slot_logits(cfg: ModelConfig, params, gen: jax.Array, input_ids: jax.Array, uncond_ids: jax.Array,
                 attention_mask: jax.Array, position_ids: jax.Array, gen_index: jax.Array,
-                cfg_scale: float) -> jax.Array:
-    """float32 logits [B, G, V] predicting each generation slot from the current canvas.
+                cfg_scale: float, read_index: jax.Array | None = None) -> jax.Array:
+    """float32 logits [B, R, V] predicting the canvas positions ``read_index`` [B, R] (default
+    ``gen_index``: every generation slot, R = G) from the current canvas, whose slots
+    ``gen_index`` hold ``gen``.
 
     The full canvas goes through the network but the last layer, which (like the LM head)
-    computes only the slots. With
+    computes only the positions read. With
     ``cfg_scale > 0`` the prompt-masked canvas ``uncond_ids`` runs in the same batch and the
     logits are ``un + (cfg_scale + 1) * (cond - un)`` (LLaDA's classifier-free guidance).
     """
     ids = write_slots(input_ids, gen_index, gen)
-    index = gen_index
+    index = gen_index if read_index is None else read_index
     if cfg_scale > 0:
         ids = jnp.concatenate([ids, write_slots(uncond_ids, gen_index, gen)])
         attention_mask = jnp.concatenate([attention_mask, attention_mask])
         position_ids = jnp.concatenate([position_ids, position_ids])
-        index = jnp.concatenate([gen_index, gen_index])
+        index = jnp.concatenate([index, index])
     h = hidden_states(cfg, params, ids, attention_mask, position_ids, read_at=index)
     logits = logits_from_hidden(cfg, params, h).astype(jnp.float32)
     if cfg_scale > 0:

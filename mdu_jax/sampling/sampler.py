@@ -140,6 +140,24 @@ def segments(spec: SamplerSpec) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def reads_current_block(spec: SamplerSpec) -> bool:
+    """Whether a step needs the logits of its block's slots only: LLaDA with several blocks of
+    ``block_length`` whose steps reveal every slot of their block. A step reveals only masked
+    slots before its block's end, and every earlier block is then fully revealed, so the other
+    slots' logits cannot change anything; the last layer and the LM head skip them."""
+    if spec.family != "llada" or spec.gen_length % spec.block_length or spec.gen_length == spec.block_length:
+        return False
+    revealed = [0] * (spec.gen_length // spec.block_length)
+    for _, block, count, _ in spec.plan:
+        revealed[block] += count
+    return all(n == spec.block_length for n in revealed)
+
+
+def read_slots(spec: SamplerSpec) -> int:
+    """Generation slots whose logits one denoising step computes (``reads_current_block``)."""
+    return spec.block_length if reads_current_block(spec) else spec.gen_length
+
+
 def settled_rows(tokens: np.ndarray, mask_id: int, stop_ids: Sequence[int]) -> np.ndarray:
     """bool [B]: rows of generation slots [B, G] whose decoded text can no longer change: a stop
     token is revealed and every slot before it is revealed too (revealed slots never change, and
@@ -169,11 +187,21 @@ def denoise(cfg: ModelConfig, spec: SamplerSpec, params, gen, input_ids, uncond_
     probs = jnp.asarray(np.asarray([p[3] for p in spec.plan], dtype=np.float32))
     step_ids, blocks, counts = (jnp.asarray(plan[:, j]) for j in range(3))
     keys = row_keys(seed, row_ids)
+    block_only = reads_current_block(spec)
 
     def body(i, gen):
         token_keys, position_keys = step_keys(keys, step_ids[i])
-        logits = slot_logits(cfg, params, gen, input_ids, uncond_ids, attention_mask, position_ids, gen_index,
-                             spec.cfg_scale)
+        if block_only:
+            # Zeros for the other slots: none of them can be revealed at this step.
+            start = blocks[i] * spec.block_length
+            read = jax.lax.dynamic_slice_in_dim(gen_index, start, spec.block_length, axis=1)
+            part = slot_logits(cfg, params, gen, input_ids, uncond_ids, attention_mask, position_ids, gen_index,
+                               spec.cfg_scale, read_index=read)
+            logits = jax.lax.dynamic_update_slice_in_dim(jnp.zeros((B, G, part.shape[-1]), part.dtype), part,
+                                                         start, axis=1)
+        else:
+            logits = slot_logits(cfg, params, gen, input_ids, uncond_ids, attention_mask, position_ids, gen_index,
+                                 spec.cfg_scale)
         if spec.family == "llada":
             return llada_lib.llada_update(
                 logits, gen, mask_id=cfg.mask_token_id, block_end=(blocks[i] + 1) * spec.block_length,

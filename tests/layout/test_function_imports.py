@@ -13,6 +13,7 @@ PACKAGES = ("mdu_jax", "checkpoints_convert")
 ALLOWED = {
     "matplotlib": "plots only; a 1.7 s import, and the Agg backend must be chosen before pyplot loads",
     "tensorboardX": "optional TensorBoard writer; it imports torch when installed (~4 s of every command's start-up)",
+    "datasets": "Hub downloads only; a 1.4 s import (pandas, pyarrow) that a run on local data never needs",
     "jax.experimental.pallas.ops.tpu": "TPU-only Pallas kernels (splash attention), imported where they run",
 }
 

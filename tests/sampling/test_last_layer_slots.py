@@ -19,11 +19,12 @@ from tests.sampling.tiny import MASK, tiny_model
 
 
 def _full_canvas_slot_logits(cfg, params, gen, input_ids, uncond_ids, attention_mask, position_ids, gen_index,
-                             cfg_scale):
+                             cfg_scale, read_index=None):
     """The previous path: every layer over every position, the slots gathered at the end."""
     assert cfg_scale == 0
+    index = gen_index if read_index is None else read_index
     h = hidden_states(cfg, params, write_slots(input_ids, gen_index, gen), attention_mask, position_ids)
-    h = jnp.take_along_axis(h, gen_index[..., None], axis=1)
+    h = jnp.take_along_axis(h, index[..., None], axis=1)
     return logits_from_hidden(cfg, params, h).astype(jnp.float32)
 
 
@@ -39,7 +40,7 @@ def test_generations_equal_the_full_canvas_path(monkeypatch, family, prompt_leng
     now = generate(cfg, params, prompts, **kw).tokens
     sampler.denoise.clear_cache()
     traced = []
-    monkeypatch.setattr(sampler, "slot_logits", lambda *a: traced.append(1) or _full_canvas_slot_logits(*a))
+    monkeypatch.setattr(sampler, "slot_logits", lambda *a, **k: traced.append(1) or _full_canvas_slot_logits(*a, **k))
     before = generate(cfg, params, prompts, **kw).tokens
     sampler.denoise.clear_cache()  # no later test may reuse the patched program
     assert traced  # the previous path did run
