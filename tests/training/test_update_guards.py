@@ -97,3 +97,21 @@ def test_a_stop_names_the_newest_checkpoint_whose_weights_are_sound(tmp_path):
     largest = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(checkpoint_params(base["output_dir"], 1)))
     assert largest < 10, largest  # the tiny model's weights are O(1); an lr-1e30 step would leave ~1e30
     assert [r["step"] for r in metrics_rows(base["output_dir"])] == [1]
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e-5, 1.0, 1e10, 1e19, 1e25, 1e35])
+def test_the_guard_norms_hold_at_every_magnitude(scale):
+    # One float32 pass per leaf at three power-of-two scales (training/step.py): the norm must match
+    # float64 where a plain float32 sum of squares would underflow (1e-30) or overflow (1e25, 1e35).
+    # 1e-5 relative: float32 rounding of sums of 3000 squares.
+    rng = np.random.default_rng(0)
+    update = {"a": (rng.standard_normal((3, 700)) * scale).astype(np.float32),
+              "b": (rng.standard_normal(300) * scale).astype(np.float32)}
+    param = jax.tree.map(lambda x: np.ones_like(x) * 2, update)
+    norm_u, norm_p, finite = train_step._norms_and_finite(update, param, update)
+    exact = np.sqrt(sum(np.sum(np.square(x.astype(np.float64))) for x in update.values()))
+    assert float(norm_u) == pytest.approx(exact, rel=1e-5)
+    assert float(norm_p) == pytest.approx(2 * np.sqrt(2400), rel=1e-6)
+    assert bool(finite)
+    update["b"][5] = np.nan
+    assert not bool(train_step._norms_and_finite(update, param, update)[2])
