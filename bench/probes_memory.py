@@ -116,8 +116,9 @@ def eval_programs(model_cfg, run_cfg, params, rows: int, seq: int) -> list[tuple
     return [
         ("infilling forward", infilling._fill_logits, (run_cfg, params, ids, ids, ids)),
         ("likelihood", row_scores,
+         # stratified (static): LLaDA's estimator, the evaluation's default
          (run_cfg, False, seq // 2, params, ids, ids, vec, vec, vec, vec, _abstract((), jnp.uint32),
-          _abstract((), jnp.bool_), _abstract((), i32), _abstract((), jnp.float32))),
+          True, _abstract((), i32), _abstract((), jnp.float32))),
         ("sampler", denoise,
          (run_cfg, spec, params, _abstract((rows, GEN_LENGTH), i32),
           *[_abstract(np.shape(a), np.asarray(a).dtype) for a in arrays],

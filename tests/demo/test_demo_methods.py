@@ -18,7 +18,7 @@ from mdu_jax.typed_config import ConfigKeyError
 def test_every_method_is_selectable_on_the_demo_config(method):
     run = pipeline.load_demo_config(None, [f"objective.method={method}", "objective.npo_beta=0.2"])
     assert run.objective.method == method and run.objective.npo_beta == 0.2
-    assert pipeline.run_label(method, 1.0).startswith("after ")
+    assert pipeline.run_label(run.objective).startswith("after ")
 
 
 def test_a_bad_method_name_is_an_error_naming_the_allowed_ones(capsys):
@@ -58,8 +58,7 @@ def test_unlearning_stage_runs_each_kind_of_data_plumbing(method, tmp_path):
     batch = 64 if method == "ga" else 4
     run = pipeline.load_demo_config(None, [f"objective.method={method}", "unlearn.steps=2",
                                            f"unlearn.batch_size={batch}", "max_length=40"])
-    final = pipeline._unlearn(run, assets, assets.model_dir, str(tmp_path / method), str(tmp_path), None,
-                              progress=False)
+    final = pipeline._unlearn(run, assets, assets.model_dir, str(tmp_path / method), str(tmp_path), progress=False)
     cfg_yaml = (tmp_path / method / "config.yaml").read_text()
     assert f"method: {method}" in cfg_yaml
     assert f"batch_size: {10 if method == 'ga' else 4}" in cfg_yaml
