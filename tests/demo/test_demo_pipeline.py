@@ -30,7 +30,8 @@ def run_facts_per_person(run):
 # forget / retain before -> after MDU, twin forget:
 #   this 2-core CPU, stage seeds 0, 1, 2, 3: 0.9/0.9 -> 0.1/1.0, 1.0/0.9 -> 0.1/0.9,
 #     1.0/1.0 -> 0.0/1.0, 0.8/0.9 -> 0.1/0.9; twin 0 in all four;
-#   the CI machine's CPU, stage seed 0: 0.9/0.7 -> 0.3/0.9, twin 0.
+#   the CI machine's CPU, stage seed 0: 0.9/0.7 -> 0.3/0.9, twin 0;
+#   this CPU again at a later commit (the same settings, stage seed 0): 0.9/0.9 -> 0.3/0.9, twin 0.
 # So: SFT recall at least 0.7 / 0.6 (one step below the lowest seen), MDU at most half of the
 # SFT forget recall (worst seen: a third) and at least 80% of its retain recall (worst seen:
 # 100%). Other worlds are not this robust at CI size: on worlds 1, 2, 3 the 600 SFT steps left
