@@ -30,7 +30,8 @@ Probes (--probes all, or a comma-separated subset of quantization,relearn,infill
 quantization: forget (and retain) knowledge after int8 / int4 round-to-nearest per-channel weights;
 relearn: fine-tune k steps on part of the forget rows, knowledge of the held-out part before/after;
 infilling: reveal a fraction r of each forget answer's tokens, share of the hidden ones recovered;
-generation: sample each forget question N times at temperature T, best-of-N and mean key-fact hits.
+generation: sample each forget question N times at temperature T, best-of-N and mean key-fact hits;
+the same for the rows' paraphrased questions where they have them (TOFU, the demo world).
 Knowledge = key-fact recall of greedy answers (ROUGE-L recall where rows have no 'fact'), answer
 probability. --demo-dir takes a demo output folder (python -m mdu_jax.train): its unlearned run(s),
 the retain-only twin and the SFT model, its data, sampler and unlearning learning rate.
@@ -68,6 +69,8 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--leak-samples", type=int, default=8, help="samples per forget question (default 8)")
     g.add_argument("--leak-temperature", type=float, default=1.0, help="sampling temperature (> 0)")
     g.add_argument("--leak-algorithms", help="remasking algorithms, e.g. low_confidence,random (default: the family's)")
+    g.add_argument("--no-leak-paraphrased", action="store_true",
+                   help="skip sampling the forget rows' paraphrased questions (run where the rows have them)")
 
 
 def _targets(args: argparse.Namespace) -> ProbeTargets:
@@ -108,6 +111,7 @@ def _settings(args: argparse.Namespace, targets: ProbeTargets, cfg: ModelConfig 
                          relearn_batch_size=args.relearn_batch_size, leak_samples=args.leak_samples,
                          leak_temperature=args.leak_temperature,
                          leak_algorithms=_names(args.leak_algorithms) if args.leak_algorithms else None,
+                         leak_paraphrased=not args.no_leak_paraphrased,
                          sampler=SamplerSettings(**sampler), mc_samples=32 if args.mc_samples is None else args.mc_samples,
                          seed=args.seed or 0, batch_size=args.batch_size)
 
