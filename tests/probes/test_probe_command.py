@@ -137,7 +137,7 @@ def _fails(argv, capsys, out, message):
     (["--quant-bits", "int3"], "bits: expected some of"),
     (["--leak-temperature", "0"], "leak_temperature: expected > 0"),
     (["--forget-split", "forget99"], "no split 'forget99_perturbed'"),
-    (["--benchmark", "rwku"], "--probes reads TOFU-layout rows"),
+    (["--benchmark", "rwku"], "--benchmark rwku: the probes read the --subject's RWKU forget probes; leave out"),
     (["--demo-run", "mdu_tau1"], "--demo-run is a --demo-dir option"),
 ])
 def test_bad_probe_flags_are_named_and_nothing_is_written(world, tmp_path, capsys, extra, message):
