@@ -139,11 +139,14 @@ def _add(total: dict[str, int], calls: dict[str, int], times: int = 1) -> None:
 
 
 def invocations(s: ProbeSettings, steps_per_generation: int, forget_rows: int = TOFU_FORGET10_ROWS,
-                retain_rows: int = TOFU_RETAIN_ROWS) -> dict[str, dict[str, int]]:
+                retain_rows: int = TOFU_RETAIN_ROWS,
+                paraphrased_rows: int = TOFU_FORGET10_ROWS) -> dict[str, dict[str, int]]:
     """{probe: {program: calls}} that ``run_probes`` makes for ONE model with settings `s` (see the
     module docstring for what is over-counted). `steps_per_generation`: sampler steps of one
     generation (``len(make_spec(...).plan)``). Every width of ``s.bits`` is one call of the
-    quantisation program (int8 and int4 differ only in a constant)."""
+    quantisation program (int8 and int4 differ only in a constant). `paraphrased_rows`: forget
+    rows with a paraphrased question (all of forget10's), sampled again with
+    ``s.leak_paraphrased``."""
     out: dict[str, dict[str, int]] = {}
     if "quantization" in s.probes:
         q: dict[str, int] = {"quantise": len(s.bits)}
@@ -167,8 +170,9 @@ def invocations(s: ProbeSettings, steps_per_generation: int, forget_rows: int = 
         out["infilling"] = {"infilling forward": fills}
     if "generation" in s.probes:
         algorithms = len(s.leak_algorithms) if s.leak_algorithms else 1
-        out["generation"] = {"sampler step": algorithms * math.ceil(forget_rows * s.leak_samples / s.batch_size)
-                             * steps_per_generation}
+        prompts = [forget_rows] + ([paraphrased_rows] if s.leak_paraphrased and paraphrased_rows else [])
+        out["generation"] = {"sampler step": algorithms * steps_per_generation
+                             * sum(math.ceil(n * s.leak_samples / s.batch_size) for n in prompts)}
     return out
 
 

@@ -83,6 +83,8 @@ def load_tofu(split: str, data_dir: str | os.PathLike | None = None) -> list[dic
 def rwku_target_dir(data_dir: str, subject: str | None) -> str:
     """The local folder of one RWKU target ('<rank>_<Name_with_underscores>')."""
     targets = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+    if not targets:
+        raise DataError(f"{data_dir}: no RWKU target folders ('<rank>_<Name>') in it")
     if subject is None:
         if len(targets) == 1:
             return os.path.join(data_dir, targets[0])

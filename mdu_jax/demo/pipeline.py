@@ -362,10 +362,16 @@ def unlearn_and_evaluate(run: DemoRunConfig, prep: Prepared, folder: str, label:
     final = _unlearn(run, prep.assets, start_dir or prep.sft_dir, folder, prep.cache, progress, forget_people)
     train_s = time.time() - t
     t = time.time()
-    result = _evaluate(run, prep.assets, final, label, os.path.join(folder, "eval.json"), prep.twin_path, prep.judge,
-                       progress)
+    result = evaluate_model(run, prep, final, label, os.path.join(folder, "eval.json"), progress=progress)
     probe = _probe(run, prep.assets, final, os.path.join(folder, "anchor_probe.json"))
     return result, probe, {"train_s": train_s, "eval_s": time.time() - t}
+
+
+def evaluate_model(run: DemoRunConfig, prep: Prepared, model_dir: str, label: str, out_path: str, *,
+                   progress: bool = True) -> dict:
+    """The demo's TOFU evaluation of `model_dir` against the twin, cached at `out_path` (read back
+    when the file is there)."""
+    return _evaluate(run, prep.assets, model_dir, label, out_path, prep.twin_path, prep.judge, progress)
 
 
 def run_key(run: DemoRunConfig, prep: Prepared) -> str:

@@ -9,7 +9,9 @@ that round's starting model); every round keeps the demo's retain rows (retain a
 background facts). After each round the model is evaluated once on the whole forget split, and
 every group's numbers are read off that evaluation (``eval.subsets.forget_subset``): the groups
 unlearned in earlier rounds (does their forgetting hold?), the current one, and the later ones
-(what unlearning one group does to the others before their turn), beside model utility.
+(what unlearning one group does to the others before their turn), beside model utility. The
+round loop itself is ``eval.sequential_rounds.run_rounds`` (its known-answer tests run a tiny
+model in memory).
 
 The reference for every group is the demo's one retain-only twin, which never saw any forget
 author. For group j the ideal reference would be a model that never saw groups 1..j but saw the
@@ -38,6 +40,7 @@ from mdu_jax.demo import pipeline, sequential_report
 from mdu_jax.demo.machine import machine_info
 from mdu_jax.demo.stages import write_json
 from mdu_jax.demo.world import World, build_world
+from mdu_jax.eval.sequential_rounds import run_rounds
 from mdu_jax.eval.subsets import forget_subset
 from mdu_jax.typed_config import ConfigKeyError
 
@@ -125,11 +128,6 @@ def _kept(folder: str, key: str) -> dict | None:
     return kept if kept.get("key") == key and os.path.isdir(kept.get("model", "")) else None
 
 
-def group_metrics(result: dict, questions: list[list[str]], twin: dict | None) -> list[dict[str, Any]]:
-    """``forget_subset`` of `result` for each group's questions (KS / forget quality against `twin`)."""
-    return [forget_subset(result, q, reference=twin) for q in questions]
-
-
 def run_sequential(run: SequentialRunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Runs (or keeps) every round, writes and prints the tables and the plot; returns what it wrote."""
     started = time.time()
@@ -140,28 +138,38 @@ def run_sequential(run: SequentialRunConfig, *, progress: bool = True) -> dict[s
     os.makedirs(out, exist_ok=True)
     questions = [[f.question for i in g for f in world.people[i].facts] for g in groups]
     method_label = pipeline.run_label(run.objective)
-    rounds = [{"round": 0, "unlearned_group": None, "label": "before (SFT)", "model": prep.sft_dir,
-               "aggregates": prep.before["aggregates"], "groups": group_metrics(prep.before, questions, prep.twin)}]
-    start, key = prep.sft_dir, pipeline.run_key(run, prep)
-    for j, group in enumerate(groups, 1):
+    keys = [pipeline.run_key(run, prep)]
+    records: dict[int, dict] = {}
+
+    def step(j: int, group: list[int], start: str) -> tuple[str, dict]:
+        """Round j: unlearn `group` from `start` (or keep the finished round), evaluate its model."""
         folder = os.path.join(out, f"round{j}")
-        key = _round_key(key, j, group)
-        record = _kept(folder, key)
+        keys.append(_round_key(keys[-1], j, group))
+        record = _kept(folder, keys[-1])
         if record is not None:
             log.info("sequential: round %d kept (%s)", j, folder)
+            # The kept round's evaluation is its cached eval.json (evaluated again only if missing).
+            result = pipeline.evaluate_model(run, prep, record["model"], record["label"],
+                                             os.path.join(folder, "eval.json"), progress=progress)
         else:
             label = f"round {j}: {method_label} of group {j}"
             log.info("sequential: round %d of %d, unlearning %s", j, len(groups),
                      ", ".join(world.people[i].name for i in group))
             result, _probe, t = pipeline.unlearn_and_evaluate(run, prep, folder, label, start_dir=start,
                                                               forget_people=group, progress=progress)
-            record = {"key": key, "round": j, "unlearned_group": j, "label": label,
-                      "model": os.path.join(folder, "final"), "aggregates": result["aggregates"],
-                      "groups": group_metrics(result, questions, prep.twin), "timings_s": t}
+            record = {"key": keys[-1], "round": j, "unlearned_group": j, "label": label,
+                      "people": list(group), "model": os.path.join(folder, "final"), "timings_s": t}
             write_json(os.path.join(folder, ROUND_FILE), record)
-        rounds.append(record)
-        start = record["model"]
-    twin = {"aggregates": prep.twin["aggregates"], "groups": group_metrics(prep.twin, questions, None)}
+        records[j] = record
+        return record["model"], result
+
+    done = run_rounds(prep.sft_dir, prep.before, groups, step,
+                      lambda result, i: forget_subset(result, questions[i], reference=prep.twin))
+    rounds = [{"round": 0, "unlearned_group": None, "label": "before (SFT)", "model": prep.sft_dir,
+               "aggregates": prep.before["aggregates"], "groups": done[0]["groups"]}]
+    rounds += [{**records[r["round"]], "aggregates": r["result"]["aggregates"], "groups": r["groups"]}
+               for r in done[1:]]
+    twin = {"aggregates": prep.twin["aggregates"], "groups": [forget_subset(prep.twin, q) for q in questions]}
     group_info = [{"group": j, "people": [world.people[i].name for i in g], "questions": len(q)}
                   for j, (g, q) in enumerate(zip(groups, questions), 1)]
     tables = sequential_report.markdown_tables(rounds, twin, group_info)

@@ -1,7 +1,8 @@
 """``python -m mdu_jax.evaluate --probes ...``: the leakage probes from the command line.
 
 ``add_probe_arguments`` adds the probe flags to the evaluation parser; ``run_probe_command``
-resolves the models (``--model`` / ``--baseline`` / ``--before``, or ``--demo-dir``), checks
+resolves the models (``--model`` / ``--baseline`` / ``--before``, or ``--demo-dir``) and the rows
+(TOFU-layout splits, or an RWKU target's probes: ``eval.probes.rwku_rows``), checks
 every input before any model runs, runs ``experiments.probes.run_probes``, prints the table and
 writes the JSON in one piece (temporary file + rename), so a bad input leaves nothing on disk;
 the infilling and relearning curves go beside it as PNGs (``eval.probes.plots``).
@@ -19,6 +20,7 @@ from mdu_jax.checkpoints import CheckpointError, load_pretrained, write_text
 from mdu_jax.data.sources import load_tofu
 from mdu_jax.eval.probes.knowledge import SamplerSettings
 from mdu_jax.eval.probes.plots import write_probe_plots
+from mdu_jax.eval.probes.rwku_rows import FORGET_SETS, NEIGHBOR_SETS, rwku_rows
 from mdu_jax.eval.probes.table import format_probe_table
 from mdu_jax.eval.tofu import eval_split_name, sampler_settings
 from mdu_jax.experiments.probe_targets import ProbeTargets, from_demo_dir
@@ -30,9 +32,11 @@ Probes (--probes all, or a comma-separated subset of quantization,relearn,infill
 quantization: forget (and retain) knowledge after int8 / int4 round-to-nearest per-channel weights;
 relearn: fine-tune k steps on part of the forget rows, knowledge of the held-out part before/after;
 infilling: reveal a fraction r of each forget answer's tokens, share of the hidden ones recovered;
-generation: sample each forget question N times at temperature T, best-of-N and mean key-fact hits.
+generation: sample each forget question N times at temperature T, best-of-N and mean key-fact hits;
+the same for the rows' paraphrased questions where they have them (TOFU, the demo world).
 Knowledge = key-fact recall of greedy answers (ROUGE-L recall where rows have no 'fact'), answer
-probability. --demo-dir takes a demo output folder (python -m mdu_jax.train): its unlearned run(s),
+probability. --benchmark rwku --subject NAME: the target's forget probes (levels 1-3) are the forget
+rows and its neighbour probes the retain rows, scored by ROUGE-L recall. --demo-dir takes a demo output folder (python -m mdu_jax.train): its unlearned run(s),
 the retain-only twin and the SFT model, its data, sampler and unlearning learning rate.
 """
 
@@ -68,6 +72,8 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--leak-samples", type=int, default=8, help="samples per forget question (default 8)")
     g.add_argument("--leak-temperature", type=float, default=1.0, help="sampling temperature (> 0)")
     g.add_argument("--leak-algorithms", help="remasking algorithms, e.g. low_confidence,random (default: the family's)")
+    g.add_argument("--no-leak-paraphrased", action="store_true",
+                   help="skip sampling the forget rows' paraphrased questions (run where the rows have them)")
 
 
 def _targets(args: argparse.Namespace) -> ProbeTargets:
@@ -108,6 +114,7 @@ def _settings(args: argparse.Namespace, targets: ProbeTargets, cfg: ModelConfig 
                          relearn_batch_size=args.relearn_batch_size, leak_samples=args.leak_samples,
                          leak_temperature=args.leak_temperature,
                          leak_algorithms=_names(args.leak_algorithms) if args.leak_algorithms else None,
+                         leak_paraphrased=not args.no_leak_paraphrased,
                          sampler=SamplerSettings(**sampler), mc_samples=32 if args.mc_samples is None else args.mc_samples,
                          seed=args.seed or 0, batch_size=args.batch_size)
 
@@ -127,8 +134,10 @@ def output_path(args: argparse.Namespace, targets: ProbeTargets) -> str:
 def run_probe_command(args: argparse.Namespace) -> int:
     """Runs the probes the parsed flags ask for; raises ValueError / DataError / CheckpointError on
     bad input (before writing anything). Returns 0."""
-    if args.benchmark != "tofu":
-        raise ValueError("--probes reads TOFU-layout rows (TOFU, the demo world, your own files): use --benchmark tofu")
+    rwku = args.benchmark == "rwku"
+    if rwku and (args.demo_dir or args.forget_split):
+        raise ValueError("--benchmark rwku: the probes read the --subject's RWKU forget probes; leave out "
+                         "--demo-dir / --forget-split (TOFU-layout flags)")
     targets = _targets(args)
     for flag, value in (("--reveal-ratios", args.reveal_ratios), ("--relearn-steps", args.relearn_steps)):
         try:
@@ -140,9 +149,17 @@ def run_probe_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--output {out}: is a folder; give a file path")
     _settings(args, targets, None).validate()  # bad probe flags fail before any model loads
     data_dir = args.data_dir or targets.data_dir
-    forget_split = args.forget_split or targets.forget_split or "forget10"
-    forget_rows = load_tofu(eval_split_name(forget_split), data_dir)
-    retain_rows = load_tofu(args.retain_split, data_dir) if args.retain_split != "none" else []
+    if rwku:
+        keep_retain = args.retain_split != "none"
+        forget_split = "+".join(FORGET_SETS)
+        retain_split = "+".join(NEIGHBOR_SETS) if keep_retain else "none"
+        forget_rows = rwku_rows(args.subject, data_dir, FORGET_SETS)
+        retain_rows = rwku_rows(args.subject, data_dir, NEIGHBOR_SETS) if keep_retain else []
+    else:
+        forget_split = eval_split_name(args.forget_split or targets.forget_split or "forget10")
+        retain_split = args.retain_split
+        forget_rows = load_tofu(forget_split, data_dir)
+        retain_rows = load_tofu(args.retain_split, data_dir) if args.retain_split != "none" else []
     if args.max_examples:
         forget_rows, retain_rows = forget_rows[: args.max_examples], retain_rows[: args.max_examples]
     # The tokenizer and config of the first model now (a bad folder fails before any probe runs);
@@ -161,8 +178,9 @@ def run_probe_command(args: argparse.Namespace) -> int:
     loaders[first_label] = first_model.pop  # handed over once, then only run_probes holds it
     result = run_probes(loaders, tokenizer, forget_rows, settings, retain_rows=retain_rows,
                         model_paths={label: os.path.abspath(p) for label, p in targets.models.items()})
-    result["data"] = {"data_dir": os.path.abspath(data_dir) if data_dir else None,
-                      "forget_split": eval_split_name(forget_split), "retain_split": args.retain_split}
+    result["data"] = {"benchmark": args.benchmark, "subject": args.subject if rwku else None,
+                      "data_dir": os.path.abspath(data_dir) if data_dir else None,
+                      "forget_split": forget_split, "retain_split": retain_split}
     table = format_probe_table(result)
     result["table"] = table
     result["plots"] = write_probe_plots(result, out)

@@ -13,7 +13,9 @@ before unlearning):
   after; the fine-tuned part's own knowledge shows the fine-tuning took;
 - ``infilling``: the partial-reveal curve (``eval.probes.infilling``) over the forget answers'
   own tokens (the template tail stays visible) for each reveal ratio and order;
-- ``generation``: sampled answers to the forget questions (``eval.probes.leakage``).
+- ``generation``: sampled answers to the forget questions (``eval.probes.leakage``), and, where
+  the rows carry paraphrased questions (TOFU, the demo world) and ``settings.leak_paraphrased``,
+  the same to those (``paraphrased``: its own rows in the table).
 
 Everything is deterministic given ``settings.seed``. The result is a JSON-ready dict
 (``format: mdu_jax.probes/1``); ``eval.probes.table.format_probe_table`` prints it.
@@ -56,6 +58,7 @@ class ProbeSettings:
     leak_samples: int = 8
     leak_temperature: float = 1.0
     leak_algorithms: tuple[str, ...] | None = None
+    leak_paraphrased: bool = True   # also sample the rows' paraphrased questions, where they have them
     sampler: SamplerSettings = dataclasses.field(default_factory=SamplerSettings)
     mc_samples: int = 32
     seed: int = 0
@@ -145,10 +148,19 @@ def infilling_probe(cfg: ModelConfig, params, tokenizer, forget_rows, s: ProbeSe
 
 
 def generation_probe(cfg: ModelConfig, params, tokenizer, forget_rows, s: ProbeSettings) -> dict:
-    """``eval.probes.leakage.generation_leakage`` of the forget questions."""
-    return leakage.generation_leakage(cfg, params, tokenizer, forget_rows, s.sampler, samples=s.leak_samples,
-                                      temperature=s.leak_temperature, algorithms=s.leak_algorithms, seed=s.seed,
-                                      batch_size=s.batch_size)
+    """``eval.probes.leakage.generation_leakage`` of the forget questions; with
+    ``s.leak_paraphrased`` and rows that carry paraphrased questions, also 'paraphrased': {'rows':
+    how many, and the same for those rows asked in their paraphrased form}."""
+    def leak(rows):
+        return leakage.generation_leakage(cfg, params, tokenizer, rows, s.sampler, samples=s.leak_samples,
+                                          temperature=s.leak_temperature, algorithms=s.leak_algorithms, seed=s.seed,
+                                          batch_size=s.batch_size)
+
+    out = leak(forget_rows)
+    paraphrased = leakage.paraphrased_rows(forget_rows) if s.leak_paraphrased else []
+    if paraphrased:
+        out["paraphrased"] = {"rows": len(paraphrased), **leak(paraphrased)}
+    return out
 
 
 def _probe_one(probe: str, cfg: ModelConfig, params, tokenizer, forget_rows, retain_rows, s: ProbeSettings) -> dict:

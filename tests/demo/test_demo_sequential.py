@@ -134,9 +134,21 @@ def tiny_out(tmp_path_factory):
 def test_sequential_rounds_report_every_earlier_group_and_resume(tiny_out, tmp_path, monkeypatch, capsys):
     config = _config(tmp_path, TINY + "sequential: {groups: 2}\n")
     run = sequential.load_sequential_config(config, [f"output_dir={tiny_out}"])
+    calls = []
+    real = pipeline._unlearn
+
+    def recording(run_, assets, start_dir, out_dir, cache, progress, forget_people=None):
+        calls.append((start_dir, forget_people))
+        return real(run_, assets, start_dir, out_dir, cache, progress, forget_people)
+
+    monkeypatch.setattr(pipeline, "_unlearn", recording)
     # run_sequential, not the command line: that one also turns on JAX's process-wide compilation cache.
     summary = sequential.run_sequential(run, progress=False)
     out = tiny_out / "sequential"
+    world = build_world(**pipeline.demo_config(run).world_kwargs())
+    groups = sequential.forget_groups(world, 2)
+    # Round 1 unlearns group 1 from the SFT model, round 2 group 2 from round 1's model.
+    assert calls == [(summary["rounds"][0]["model"], groups[0]), (str(out / "round1" / "final"), groups[1])]
     for name in ("sequential.json", "sequential.md"):
         assert (out / name).stat().st_size > 0
     _valid_png(out / "sequential.png")
@@ -144,8 +156,7 @@ def test_sequential_rounds_report_every_earlier_group_and_resume(tiny_out, tmp_p
     assert saved["tables"] == summary["tables"] and [r["round"] for r in saved["rounds"]] == [0, 1, 2]
     assert "retain-only twin" in saved["reference"]
     # After round 2, group 1 (unlearned in round 1) is reported, read off round 2's own evaluation.
-    world = build_world(**pipeline.demo_config(run).world_kwargs())
-    group1 = [f.question for i in sequential.forget_groups(world, 2)[0] for f in world.people[i].facts]
+    group1 = [f.question for i in groups[0] for f in world.people[i].facts]
     round2_eval = json.loads((out / "round2" / "eval.json").read_text())
     (twin_path,) = glob.glob(str(tiny_out / "cache" / "eval-twin-*.json"))
     twin = json.loads(open(twin_path).read())
@@ -157,16 +168,9 @@ def test_sequential_rounds_report_every_earlier_group_and_resume(tiny_out, tmp_p
     # Resume: round 1 finished and kept, round 2 interrupted (no round.json): only round 2 trains.
     round1 = (out / "round1" / "round.json").read_text()
     (out / "round2" / "round.json").unlink()
-    starts = []
-    real = pipeline._unlearn
-
-    def counting(run_, assets, start_dir, *args, **kwargs):
-        starts.append(start_dir)
-        return real(run_, assets, start_dir, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "_unlearn", counting)
+    calls.clear()
     again = sequential.run_sequential(run, progress=False)
-    assert starts == [str(out / "round1" / "final")]  # round 2 only, from round 1's model
+    assert calls == [(str(out / "round1" / "final"), groups[1])]  # round 2 only, from round 1's model
     assert (out / "round1" / "round.json").read_text() == round1
     assert again["rounds"][1] == summary["rounds"][1]
 

@@ -3,6 +3,7 @@
 through the real CLI; bad inputs fail with a named problem and write nothing; a demo output
 folder resolves to its models, data and settings."""
 
+import dataclasses
 import json
 import os
 
@@ -14,7 +15,11 @@ from mdu_jax.checkpoints import export_params, load_pretrained
 from mdu_jax.demo.model import write_demo_model
 from mdu_jax.demo.tokenizer import build_tokenizer
 from mdu_jax.eval import scoring as S
+from mdu_jax.eval.probes import leakage
+from mdu_jax.eval.probes.knowledge import SamplerSettings
+from mdu_jax.eval.probes.table import probe_rows
 from mdu_jax.experiments.probe_targets import from_demo_dir
+from mdu_jax.experiments.probes import ProbeSettings, generation_probe
 from mdu_jax.experiments.relearn import finetune
 from mdu_jax.training.config import OptimSection
 
@@ -132,7 +137,7 @@ def _fails(argv, capsys, out, message):
     (["--quant-bits", "int3"], "bits: expected some of"),
     (["--leak-temperature", "0"], "leak_temperature: expected > 0"),
     (["--forget-split", "forget99"], "no split 'forget99_perturbed'"),
-    (["--benchmark", "rwku"], "--probes reads TOFU-layout rows"),
+    (["--benchmark", "rwku"], "--benchmark rwku: the probes read the --subject's RWKU forget probes; leave out"),
     (["--demo-run", "mdu_tau1"], "--demo-run is a --demo-dir option"),
 ])
 def test_bad_probe_flags_are_named_and_nothing_is_written(world, tmp_path, capsys, extra, message):
@@ -197,3 +202,30 @@ def test_a_folder_that_is_not_a_demo_output_is_named(tmp_path, capsys):
     out = tmp_path / "probes.json"
     _fails(["--probes", "all", "--demo-dir", str(tmp_path), "--output", str(out)], capsys, str(out),
            "summary.json: no such file")
+
+
+def test_paraphrased_questions_are_sampled_as_their_own_rows(world):
+    """The generation probe asks the rows' ``paraphrased_question`` and scores the row's own fact:
+    here each of three rows is "paraphrased" as the next row's question (words the tokenizer
+    knows), so the memorised model answers with the next person's town and hits its own row's
+    fact far less often than with the original questions; the fourth row has no paraphrase."""
+    _, _, memorised = world
+    cfg, params, tok = load_pretrained(str(memorised))
+    rows = [dict(r, paraphrased_question=FORGET[i + 1]["question"]) for i, r in enumerate(FORGET[:3])] + [FORGET[3]]
+    s = ProbeSettings(probes=("generation",), leak_samples=4, sampler=SamplerSettings(gen_length=8, steps=8))
+    out = generation_probe(cfg, params, tok, rows, s)
+    para = out["paraphrased"]
+    asked = [dict(r, question=FORGET[i + 1]["question"]) for i, r in enumerate(FORGET[:3])]
+    # Exactly the probe of the three rows asked in their paraphrased form (same seed, same sampler).
+    assert para == {"rows": 3, **leakage.generation_leakage(cfg, params, tok, asked, s.sampler, samples=4)}
+    alg = para["algorithms"]["low_confidence"]
+    assert out["algorithms"]["low_confidence"]["mean"] >= 0.5 and alg["mean"] <= 0.25, out
+    # The table shows the paraphrased rows as rows of their own.
+    labels = [label for label, _ in probe_rows({"probes": {"generation": {"m": out}}})]
+    assert "paraphrased questions (3 rows), sampled x4 (low_confidence): best-of-4 fact hit" in labels
+    # A paraphrase equal to the question gives the original numbers; no paraphrases or the
+    # setting off: no paraphrased rows.
+    same = generation_probe(cfg, params, tok, [dict(r, paraphrased_question=r["question"]) for r in FORGET[:2]], s)
+    assert same["paraphrased"]["algorithms"] == same["algorithms"]
+    assert "paraphrased" not in generation_probe(cfg, params, tok, rows, dataclasses.replace(s, leak_paraphrased=False))
+    assert leakage.paraphrased_rows(FORGET) == [] and leakage.paraphrased_rows(rows)[0]["fact"] == FORGET[0]["fact"]

@@ -58,8 +58,8 @@ def test_call_counts_follow_the_cli_settings(model_cfg):
                           block_length=s.sampler.block_length).plan)
     assert (s.sampler.gen_length, steps, s.batch_size, s.mc_samples) == (128, 128, 32, 32)
     calls = pt.invocations(s, steps)
-    # 400 forget questions x 8 samples in batches of 32, 128 steps each.
-    assert calls["generation"] == {"sampler step": 100 * 128}
+    # 400 forget questions and their 400 paraphrases x 8 samples in batches of 32, 128 steps each.
+    assert calls["generation"] == {"sampler step": 2 * 100 * 128}
     # 400 answers x 4 reveal ratios x 1 order, 32 rows per forward.
     assert calls["infilling"] == {"infilling forward": 50}
     # float, int8, int4 x (forget + retain, 400 rows each): 13 greedy batches and 400 likelihood
@@ -69,7 +69,11 @@ def test_call_counts_follow_the_cli_settings(model_cfg):
     assert calls["relearn"] == {"sampler step": 3 * 7 * 128, "likelihood": 3 * 200, "relearn step": 10}
     fewer = pt.invocations(dataclasses.replace(s, leak_samples=4, bits=("int8",), orders=("random", "prefix"),
                                                relearn_steps=(5, 20)), steps)
-    assert fewer["generation"] == {"sampler step": 50 * 128}
+    assert fewer["generation"] == {"sampler step": 2 * 50 * 128}
+    off = build_parser().parse_args(["--probes", "all", "--model", "unused", "--no-leak-paraphrased"])
+    s_off = probe_command._settings(off, ProbeTargets(models={"unlearned": "unused"}), model_cfg)
+    assert s_off == dataclasses.replace(s, leak_paraphrased=False)
+    assert pt.invocations(s_off, steps)["generation"] == {"sampler step": 100 * 128}
     assert fewer["quantization"] == {"quantise": 1, "sampler step": 2 * 2 * 13 * 128, "likelihood": 2 * 2 * 400}
     assert fewer["infilling"] == {"infilling forward": 100}
     assert fewer["relearn"]["relearn step"] == 25

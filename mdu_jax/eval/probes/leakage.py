@@ -13,6 +13,10 @@ random stream: the prompt list repeated, so row index = sample * N + question) a
 A model that forgot the fact leaks it about as often as the retain-only reference does by
 guessing (the demo world's ``fact_chance``); a model that only moved its greedy answer leaks it
 in a good share of samples.
+
+Where the rows carry a ``paraphrased_question`` (TOFU's forget*_perturbed files, the demo world's
+author facts), ``paraphrased_rows`` gives the same rows asked in other words: unlearning that only
+caught the original wording leaks on them. The answer and key fact stay the row's own.
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ def sample_hits(rows: Sequence[dict], texts: Sequence[str], samples: int) -> np.
                       np.float64).reshape(samples, n)
 
 
+def paraphrased_rows(rows: Sequence[dict]) -> list[dict]:
+    """The rows that carry a non-empty string ``paraphrased_question``, each with that as its
+    ``question`` (answer, fact and the rest unchanged), in their order; [] when none does."""
+    return [dict(row, question=row["paraphrased_question"]) for row in rows
+            if isinstance(row.get("paraphrased_question"), str) and row["paraphrased_question"].strip()]
+
+
 def generation_leakage(cfg: ModelConfig, params, tokenizer, rows: Sequence[dict], sampler: SamplerSettings, *,
                        samples: int = 8, temperature: float = 1.0, algorithms: Sequence[str] | None = None,
                        seed: int = 0, batch_size: int = 32) -> dict[str, Any]:
@@ -67,4 +78,4 @@ def generation_leakage(cfg: ModelConfig, params, tokenizer, rows: Sequence[dict]
     return out
 
 
-__all__ = ["sample_hits", "generation_leakage"]
+__all__ = ["sample_hits", "paraphrased_rows", "generation_leakage"]

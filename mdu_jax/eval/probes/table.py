@@ -62,6 +62,14 @@ def probe_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             rows.append((f"{head}: best-of-{first['samples']} {score}",
                          {m: v["algorithms"][alg]["best_of_k"] for m, v in g.items()}))
             rows.append((f"{head}: mean {score}", {m: v["algorithms"][alg]["mean"] for m, v in g.items()}))
+        if "paraphrased" in first:
+            para = first["paraphrased"]
+            for alg in para["algorithms"]:
+                head = f"paraphrased questions ({para['rows']} rows), sampled x{para['samples']} ({alg})"
+                rows.append((f"{head}: best-of-{para['samples']} {score}",
+                             {m: v["paraphrased"]["algorithms"][alg]["best_of_k"] for m, v in g.items()}))
+                rows.append((f"{head}: mean {score}",
+                             {m: v["paraphrased"]["algorithms"][alg]["mean"] for m, v in g.items()}))
     return rows
 
 
