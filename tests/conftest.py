@@ -2,6 +2,7 @@
 quick compile mode except in the tests that train for hundreds of steps, one persistent
 compilation cache per session, slow tests first."""
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -31,9 +32,17 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mdu-jax-tests-xla-")
     os.environ["MDU_JAX_TESTS_XLA_CACHE_OWNER"] = str(os.getpid())
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# One folder for results that several test files build the same way (the tiny demo's SFT models
+# and their evaluations): made here for the same reason, so that the xdist workers share it; the
+# first worker that needs a result builds it under a file lock, the other waits and reuses it
+# (``build_once``).
+if "MDU_JAX_TESTS_SHARED_DIR" not in os.environ:
+    os.environ["MDU_JAX_TESTS_SHARED_DIR"] = tempfile.mkdtemp(prefix="mdu-jax-tests-shared-")
+    os.environ["MDU_JAX_TESTS_SHARED_OWNER"] = str(os.getpid())
 
 import logging  # noqa: E402
 import pathlib  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -72,9 +81,32 @@ def _compile_mode(request):
 
 
 def pytest_unconfigure(config):
-    """Removes the session's compilation cache (in the process that made it, after the workers)."""
+    """Removes the session's compilation cache and shared folder (in the process that made them,
+    after the workers)."""
     if os.environ.get("MDU_JAX_TESTS_XLA_CACHE_OWNER") == str(os.getpid()):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+    if os.environ.get("MDU_JAX_TESTS_SHARED_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["MDU_JAX_TESTS_SHARED_DIR"], ignore_errors=True)
+
+
+def build_once(name: str, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
+    """The session's shared folder `name` (under ``MDU_JAX_TESTS_SHARED_DIR``), filled by
+    `build(folder)` the first time any test process asks for it: an exclusive file lock makes a
+    second process wait for the first one's build instead of repeating it; a build that raised
+    leaves no folder, so the next caller builds afresh."""
+    root = pathlib.Path(os.environ["MDU_JAX_TESTS_SHARED_DIR"])
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                build(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            done.touch()
+    return folder
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,6 +3,7 @@ and runs headless from the first cell to the last in smoke mode (demo model, gen
 
 import ast
 import builtins
+import datetime
 import importlib
 import importlib.util
 import json
@@ -184,6 +185,16 @@ def _kernelspec(folder: pathlib.Path, env: dict) -> None:
         "display_name": "Python 3 (mdu-jax test venv)", "language": "python", "env": env}))
 
 
+def _cell_seconds(nb) -> dict[int, float]:
+    """{cell index: seconds from its input reaching the kernel to its reply} (nbclient's timing record)."""
+    def at(stamp):
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    return {i: round((at(c.metadata.execution["shell.execute_reply"])
+                      - at(c.metadata.execution["iopub.execute_input"])).total_seconds(), 1)
+            for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+
+
 @pytest.mark.slow
 def test_notebook_runs_headless_in_smoke_mode(tmp_path, monkeypatch):
     from nbclient import NotebookClient
@@ -205,7 +216,8 @@ def test_notebook_runs_headless_in_smoke_mode(tmp_path, monkeypatch):
                             resources={"metadata": {"path": str(tmp_path)}})
     started = time.perf_counter()
     client.execute()  # raises CellExecutionError naming the failing cell
-    print(f"\nnotebook (smoke mode): {time.perf_counter() - started:.1f} s")
+    print(f"\nnotebook (smoke mode): {time.perf_counter() - started:.1f} s; seconds per code cell: "
+          f"{_cell_seconds(nb)}")
 
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
     before, after = read_result(work / "eval" / "before.json"), read_result(work / "eval" / "mdu_tau1.json")

@@ -98,15 +98,15 @@ def test_a_bad_method_in_the_comparison_names_the_allowed_ones(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_tiny_comparison_end_to_end_writes_table_plot_and_resumes(tmp_path, capsys):
+def test_tiny_comparison_end_to_end_writes_table_plot_and_resumes(tmp_path, capsys, tiny_cache):
     """Two methods x one cell x two seeds on a tiny world and model (plumbing, not conclusions:
-    20 SFT steps teach nothing)."""
+    20 SFT steps teach nothing), from the session's tiny SFT model and twin (tests/demo/conftest.py)."""
     path = tmp_path / "c.yaml"
     path.write_text(
         "demo: {size: ci}\nsft: {steps: 20}\neval: {mc_samples: 2, max_examples: 4, anchor_ratios: [1.0]}\n"
         "compare:\n  methods: [{name: MDU, method: mdu, tau: 1.0}, {name: GA, method: ga}]\n"
         "  lrs: [2.5e-4]\n  steps: [2]\n  seeds: [0, 1]\n  reference: MDU\n  utility_fraction: 0.0\n")
-    out = tmp_path / "run"
+    out = tiny_cache(tmp_path / "run")
     # run_compare, not the command line: that one also turns on JAX's process-wide compilation cache.
     summary = compare.run_compare(compare.load_compare_config(str(path), [f"output_dir={out}"]), progress=False)
     assert json.loads((out / "compare" / "compare.json").read_text())["table"] == summary["table"]

@@ -17,12 +17,10 @@ from mdu_jax.eval.subsets import forget_subset
 from mdu_jax.train import main as train_main
 from mdu_jax.typed_config import ConfigKeyError
 
+from tests.demo.conftest import TINY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# The tiny runs: the CI world (2 forget authors of 5 questions), 20 SFT steps, 2 unlearning steps,
-# a cheap evaluation (every question: the sequential report needs each group's rows).
-TINY = ("demo: {size: ci}\nsft: {steps: 20}\nunlearn: {steps: 2}\n"
-        "eval: {mc_samples: 2, gen_length: 6, steps: 6, anchor_ratios: [1.0]}\n")
 
 
 def _valid_png(path):
@@ -125,9 +123,10 @@ def test_the_table_has_every_group_after_every_round():
 
 
 @pytest.fixture(scope="module")
-def tiny_out(tmp_path_factory):
-    """One output folder for both end-to-end runs: the second reuses the SFT model, twin and evaluations."""
-    return tmp_path_factory.mktemp("demo_seq") / "run"
+def tiny_out(tmp_path_factory, tiny_cache):
+    """One output folder for both end-to-end runs, holding the session's tiny SFT model, twin and
+    their evaluations (tests/demo/conftest.py): both runs start at unlearning."""
+    return tiny_cache(tmp_path_factory.mktemp("demo_seq") / "run")
 
 
 @pytest.mark.slow
