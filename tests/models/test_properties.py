@@ -113,13 +113,13 @@ def test_execution_options_do_not_change_values_or_gradients(models, option):
 def test_dtypes_are_configurable(models):
     cfg, params = models["llada"]
     bf = cfg.replace(param_dtype="bf16", dtype="bf16")
-    p16 = jax.jit(lambda k: mj.init_params(bf, k))(jax.random.key(1))  # one program, not one per op
+    p16 = mj.init_params(bf, jax.random.key(1))
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(p16))
-    out = jit_forward(bf)(p16, jnp.ones((1, 4), jnp.int32))
+    out = mj.forward(bf, p16, jnp.ones((1, 4), jnp.int32))
     assert out.dtype == jnp.bfloat16
     # fp32 master params with bf16 compute.
     mixed = cfg.replace(dtype="bfloat16")
-    assert jit_forward(mixed)(params, jnp.ones((1, 4), jnp.int32)).dtype == jnp.bfloat16
+    assert mj.forward(mixed, params, jnp.ones((1, 4), jnp.int32)).dtype == jnp.bfloat16
 
 
 def test_logical_axes_cover_every_parameter(models):
