@@ -3,6 +3,7 @@ the dense weight gradient, the fused anchor pass equals separate passes, and a L
 the targeted projections."""
 
 import copy
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -18,32 +19,50 @@ from tests.training.loss_helpers import assert_trees_close, loss_and_grads, tiny
 SPEC = lora.LoraSpec(rank=4, alpha=8.0)
 
 
+# The tests share one tiny model per family and one compiled program per function and config:
+# on this CPU nearly all of their time is XLA compiling these tiny programs.
+
+
+@functools.lru_cache(maxsize=None)
 def lora_hidden(cfg, spec):
     return jax.jit(lambda base, ad, ids, mask: lora.hidden_states(cfg, base, ad, spec, ids, mask))
 
 
+@functools.lru_cache(maxsize=None)
 def core_hidden(cfg):
     return jax.jit(lambda params, ids, mask: transformer.hidden_states(cfg, params, ids, mask))
+
+
+@functools.lru_cache(maxsize=None)
+def base_model(family):
+    """(cfg, params) of the tiny model of `family` (callers must not modify the params)."""
+    cfg = tiny_config(family)
+    return cfg, tiny_params(cfg)
 
 
 def fresh_adapters(cfg, spec, seed=1):
     return jax.jit(lambda k: lora.init_adapters(cfg, spec, k))(jax.random.key(seed))
 
 
+@functools.lru_cache(maxsize=None)
 def random_adapters(cfg, spec, seed=1, b_scale=0.3):
-    """Adapters with a non-zero B, so the low-rank path contributes."""
-    def make(key):
-        ad = lora.init_adapters(cfg, spec, key)
-        keys = iter(jax.random.split(jax.random.fold_in(key, 100), len(spec.targets)))
-        return {t: {"a": v["a"], "b": b_scale * jax.random.normal(next(keys), v["b"].shape)} for t, v in ad.items()}
-
-    return jax.jit(make)(jax.random.key(seed))
+    """Adapters with a non-zero B, so the low-rank path contributes: A drawn as ``init_adapters``
+    draws it (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), B ~ N(0, b_scale^2); with NumPy, as a
+    jax.random program would take seconds to compile here."""
+    shapes = jax.eval_shape(lambda k: lora.init_adapters(cfg, spec, k), jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in spec.targets:
+        a, b = shapes[t]["a"].shape, shapes[t]["b"].shape
+        bound = 1 / np.sqrt(np.prod(a[1:-1]))
+        out[t] = {"a": jnp.asarray(rng.uniform(-bound, bound, a), jnp.float32),
+                  "b": jnp.asarray(b_scale * rng.standard_normal(b), jnp.float32)}
+    return out
 
 
 @pytest.mark.parametrize("family", ["llada", "dream"])
 def test_fresh_adapters_leave_the_model_unchanged(family):
-    cfg = tiny_config(family)
-    base = tiny_params(cfg)
+    cfg, base = base_model(family)
     ad = fresh_adapters(cfg, SPEC)
     assert all(not np.any(np.asarray(v["b"])) for v in ad.values()) and all(np.any(np.asarray(v["a"])) for v in ad.values())
     batch = tiny_batch()
@@ -59,8 +78,8 @@ def test_fresh_adapters_leave_the_model_unchanged(family):
 def test_low_rank_forward_equals_merged_weights():
     """x W + s (x A) B (never forming W') equals the model core run on W' = W + s A B; float32,
     different summation order: rtol 1e-5."""
-    cfg = tiny_config("dream")
-    base, ad = tiny_params(cfg), random_adapters(cfg, SPEC)
+    cfg, base = base_model("dream")
+    ad = random_adapters(cfg, SPEC)
     batch = tiny_batch()
     ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
     h = lora_hidden(cfg, SPEC)(base, ad, ids, mask)
@@ -73,9 +92,9 @@ def test_low_rank_forward_equals_merged_weights():
 
 @pytest.fixture(scope="module")
 def lora_case():
-    cfg = tiny_config("dream")
+    cfg, base = base_model("dream")
     spec = lora.LoraSpec(rank=4, alpha=8.0, targets=("q", "k", "o", "up", "down"))
-    base, ad = tiny_params(cfg), random_adapters(cfg, spec)
+    ad = random_adapters(cfg, spec)
     batch = tiny_batch()
     separate = loss_and_grads(cfg, ad, base, batch, lora=spec)
     return cfg, spec, base, ad, batch, separate
@@ -116,8 +135,8 @@ def test_fused_anchor_pass_matches_separate_passes(lora_case):
 
 
 def test_paired_stack_anchor_output_is_the_base_model_without_gradient():
-    cfg = tiny_config("llada")
-    base, ad = tiny_params(cfg), random_adapters(cfg, SPEC)
+    cfg, base = base_model("llada")
+    ad = random_adapters(cfg, SPEC)
     batch = tiny_batch()
     ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
     other = jnp.where(jnp.asarray(batch["maskable"]), cfg.mask_token_id, ids)

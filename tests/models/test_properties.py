@@ -1,4 +1,10 @@
-"""Structural properties of forward(): bidirectional, padding-invariant, option-invariant."""
+"""Structural properties of forward(): bidirectional, padding-invariant, option-invariant.
+
+forward runs under ``jax.jit`` (one program per config and shape, as callers run it): run op by
+op it compiled one small program per operation, most of these tests' time on this CPU.
+"""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +12,7 @@ import numpy as np
 import pytest
 
 import mdu_jax as mj
+from mdu_jax.models.params import INIT_STDDEV, ParamSpec, param_specs
 from tests.fixtures import hf_config
 
 
@@ -13,21 +20,35 @@ def tiny(family, **changes):
     return mj.ModelConfig.from_hf(hf_config(family), **changes)
 
 
+def numpy_init(cfg, seed):
+    """Params distributed as ``init_params`` draws them (N(0, INIT_STDDEV) matrices, unit norms,
+    zero biases), drawn with NumPy: a jax.random program takes seconds to compile here."""
+    rng = np.random.default_rng(seed)
+
+    def make(spec):
+        if spec.init in ("ones", "zeros"):
+            return (jnp.ones if spec.init == "ones" else jnp.zeros)(spec.shape, jnp.float32)
+        return jnp.asarray(INIT_STDDEV * rng.standard_normal(spec.shape), jnp.float32)
+
+    return jax.tree.map(make, param_specs(cfg), is_leaf=lambda x: isinstance(x, ParamSpec))
+
+
+@functools.lru_cache(maxsize=None)
+def jit_forward(cfg):
+    return jax.jit(functools.partial(mj.forward, cfg))
+
+
 @pytest.fixture(scope="module")
 def models():
-    out = {}
-    for family in ("llada", "dream"):
-        cfg = tiny(family)
-        out[family] = (cfg, mj.init_params(cfg, jax.random.key(1)))
-    return out
+    return {family: (tiny(family), numpy_init(tiny(family), 1)) for family in ("llada", "dream")}
 
 
 @pytest.mark.parametrize("family", ["llada", "dream"])
 def test_changing_the_last_token_changes_position_zero(models, family):
     cfg, params = models[family]
     ids = jnp.array([[5, 9, 12, 20, 33, 41]], jnp.int32)
-    a = mj.forward(cfg, params, ids)
-    b = mj.forward(cfg, params, ids.at[0, -1].set(60))
+    a = jit_forward(cfg)(params, ids)
+    b = jit_forward(cfg)(params, ids.at[0, -1].set(60))
     # LLaDA's position 0 is its own prediction; Dream's position 1 is the first real prediction
     # (computed at raw position 0, which only sees the last token through bidirectional attention).
     pos = 0 if family == "llada" else 1
@@ -43,12 +64,12 @@ def test_padded_keys_do_not_influence_valid_positions(models, family):
     mask[0, 6:] = 0
     other = ids.copy()
     other[0, 6:] = rng.integers(2, 90, size=4)  # garbage in the padded slots
-    a = np.asarray(mj.forward(cfg, params, jnp.asarray(ids), jnp.asarray(mask)))
-    b = np.asarray(mj.forward(cfg, params, jnp.asarray(other), jnp.asarray(mask)))
+    a = np.asarray(jit_forward(cfg)(params, jnp.asarray(ids), jnp.asarray(mask)))
+    b = np.asarray(jit_forward(cfg)(params, jnp.asarray(other), jnp.asarray(mask)))
     np.testing.assert_allclose(a[0, :6], b[0, :6], rtol=0, atol=1e-5)
     np.testing.assert_allclose(a[1], b[1], rtol=0, atol=0)
     # The padded row equals the same sequence truncated to its valid length.
-    short = np.asarray(mj.forward(cfg, params, jnp.asarray(ids[:1, :6])))
+    short = np.asarray(jit_forward(cfg)(params, jnp.asarray(ids[:1, :6])))
     np.testing.assert_allclose(a[0, :6], short[0], rtol=0, atol=1e-5)
     assert np.isfinite(a).all()  # Dream's fully masked pad rows must not leak NaN
 
@@ -57,31 +78,33 @@ def test_padded_keys_do_not_influence_valid_positions(models, family):
 def test_all_ones_mask_equals_no_mask(models, family):
     cfg, params = models[family]
     ids = jnp.arange(2, 16, dtype=jnp.int32).reshape(2, 7)
-    a = mj.forward(cfg, params, ids)
-    b = mj.forward(cfg, params, ids, jnp.ones_like(ids))
+    a = jit_forward(cfg)(params, ids)
+    b = jit_forward(cfg)(params, ids, jnp.ones_like(ids))
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
 
 def test_dream_logits_are_right_shifted(models):
     cfg, params = models["dream"]
     ids = jnp.arange(3, 12, dtype=jnp.int32)[None]
-    hidden = mj.hidden_states(cfg, params, ids)
+    hidden = jax.jit(functools.partial(mj.hidden_states, cfg))(params, ids)
     # Position 0 duplicates position 1's source (raw position 0); positions i >= 1 come from i - 1.
     np.testing.assert_array_equal(np.asarray(hidden[0, 0]), np.asarray(hidden[0, 1]))
+
+
+@functools.lru_cache(maxsize=None)
+def option_value_and_grad(cfg):
+    """jit(value_and_grad) of the mean log-probability of token 7 under `cfg`, for fixed ids."""
+    ids = jnp.array([[4, 8, 15, 16, 23, 42]], jnp.int32)
+    return jax.jit(jax.value_and_grad(
+        lambda p: jnp.mean(jax.nn.log_softmax(mj.forward(cfg, p, ids).astype(jnp.float32))[..., 7])))
 
 
 @pytest.mark.parametrize("option", [dict(scan_layers=False), dict(remat_policy="full"),
                                     dict(remat_policy="dots"), dict(remat_policy="save_attn_mlp_out")])
 def test_execution_options_do_not_change_values_or_gradients(models, option):
     cfg, params = models["llada"]
-    other = cfg.replace(**option)
-    ids = jnp.array([[4, 8, 15, 16, 23, 42]], jnp.int32)
-
-    def loss(c):
-        return lambda p: jnp.mean(jax.nn.log_softmax(mj.forward(c, p, ids).astype(jnp.float32))[..., 7])
-
-    va, ga = jax.value_and_grad(loss(cfg))(params)
-    vb, gb = jax.value_and_grad(loss(other))(params)
+    va, ga = option_value_and_grad(cfg)(params)  # compiled once for the four options
+    vb, gb = option_value_and_grad(cfg.replace(**option))(params)
     np.testing.assert_allclose(va, vb, rtol=1e-6)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)

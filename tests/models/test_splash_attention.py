@@ -20,7 +20,8 @@ import pytest
 from mdu_jax.models import layers, transformer
 from mdu_jax.models.config import ConfigError
 from mdu_jax.models.params import abstract_params
-from tests.training.loss_helpers import tiny_config, tiny_params
+from tests.sampling.tiny import tiny_model
+from tests.training.loss_helpers import tiny_config
 
 ATOL = 2e-5
 GRAD_RTOL = 1e-5
@@ -39,10 +40,14 @@ def padding_mask():
     return attn
 
 
+def normal(rng, shape):
+    """float32 N(0, 1) draws (NumPy: a jax.random program per shape takes seconds to compile here)."""
+    return jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+
 def qkv(seed=0):
-    kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
-    return (jax.random.normal(kq, (B, T, H, HD), jnp.float32), jax.random.normal(kk, (B, T, K, HD), jnp.float32),
-            jax.random.normal(kv, (B, T, K, HD), jnp.float32))
+    rng = np.random.default_rng(seed)
+    return normal(rng, (B, T, H, HD)), normal(rng, (B, T, K, HD)), normal(rng, (B, T, K, HD))
 
 
 def mask_4d(kind, attn):
@@ -61,7 +66,7 @@ def test_splash_equals_xla_outputs_and_grads(interpret, kind):
     valid = jnp.asarray(attn, jnp.float32)[:, :, None, None]
     mask = mask_4d(kind, attn)
     q, k, v = qkv()
-    cot = jax.random.normal(jax.random.key(7), (B, T, H, HD), jnp.float32)
+    cot = normal(np.random.default_rng(7), (B, T, H, HD))
 
     def loss(impl, q, k, v):
         out = layers.attention(q, k, v, mask, impl)
@@ -102,8 +107,7 @@ def test_splash_really_masks_padding(interpret):
 def test_forward_splash_equals_xla(interpret, family):
     """A whole tiny model (2 layers, LLaDA: 4 heads; Dream: 4 query heads over 2 kv heads, masked
     queries) gives the same logits at non-padded positions with either attention."""
-    cfg = tiny_config(family)
-    params = tiny_params(cfg, scale=1.0)
+    cfg, params = tiny_model(family)  # random params drawn with NumPy: no init program to compile
     ids = jnp.asarray(np.random.default_rng(0).integers(2, cfg.vocab_size - 1, (B, T)), jnp.int32)
     attn = jnp.asarray(padding_mask())
 

@@ -1,8 +1,8 @@
 """The sampler's last layer computes only the generation slots (``slot_logits`` reads
 ``hidden_states(..., read_at=slots)``). Before, the whole canvas went through every layer and
 the slots were gathered after the final norm; this checks that the generations are the same
-tokens as with that path, for LLaDA blocks on a canvas long enough for chunked attention and
-for Dream's left-padded layout. The logits differ by a few ulp at most (see
+tokens as with that path, for LLaDA blocks on a canvas of several attention chunks (bucket 384: 3 of
+``layers.ATTENTION_CHUNK`` = 128, the rows' padding starting in different chunks) and for Dream's left-padded layout. The logits differ by a few ulp at most (see
 tests/models/test_read_at.py); the tiny models' peaked predictions leave no near-ties for that
 to flip.
 """
@@ -29,7 +29,7 @@ def _full_canvas_slot_logits(cfg, params, gen, input_ids, uncond_ids, attention_
 
 
 @pytest.mark.parametrize("family, prompt_lengths, gen_length, block_length", [
-    ("llada", (300, 420, 455), 64, 32),  # canvas 768: chunked attention
+    ("llada", (140, 200, 230), 64, 32),  # canvas bucket 384: 3 attention chunks
     ("dream", (5, 17, 40), 32, None),
 ])
 def test_generations_equal_the_full_canvas_path(monkeypatch, family, prompt_lengths, gen_length, block_length):
