@@ -11,6 +11,7 @@ the infilling and relearning curves go beside it as PNGs (``eval.probes.plots``)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -23,7 +24,7 @@ from mdu_jax.eval.probes.plots import write_probe_plots
 from mdu_jax.eval.probes.rwku_rows import FORGET_SETS, NEIGHBOR_SETS, rwku_rows
 from mdu_jax.eval.probes.table import format_probe_table
 from mdu_jax.eval.tofu import eval_split_name, sampler_settings
-from mdu_jax.experiments.probe_targets import ProbeTargets, from_demo_dir
+from mdu_jax.experiments.probe_targets import DEMO_LABELS, ProbeTargets, from_demo_dir
 from mdu_jax.experiments.probes import PROBES, ProbeSettings, run_probes
 from mdu_jax.models.config import ModelConfig
 
@@ -59,8 +60,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--probes", help=f"run probes instead of the benchmark: 'all' or some of {','.join(PROBES)}")
     g.add_argument("--demo-dir", help="a demo output folder: its unlearned run(s), retain-only twin, SFT model, data")
     g.add_argument("--demo-run", help="with --demo-dir: only this unlearning run (e.g. mdu_tau1)")
-    g.add_argument("--baseline", action="append", default=[],
-                   help="a reference checkpoint (retain-only model, another method); repeatable")
+    g.add_argument("--baseline", action="append", default=[], metavar="[LABEL=]PATH",
+                   help="a reference checkpoint (retain-only model, another method), optionally labelled "
+                        "(npo=runs/npo/final); repeatable, also beside --demo-dir's models")
     g.add_argument("--before", help="the checkpoint before unlearning (the SFT model)")
     g.add_argument("--quant-bits", default="int8,int4", help="quantisation widths (default int8,int4)")
     g.add_argument("--reveal-ratios", default="0.25,0.5,0.75,0.9", help="infilling reveal ratios in [0, 1)")
@@ -76,25 +78,52 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                    help="skip sampling the forget rows' paraphrased questions (run where the rows have them)")
 
 
+def _baselines(values: list[str]) -> dict[str, str]:
+    """``--baseline [LABEL=]PATH`` values as {column label: path}; unlabelled ones are 'baseline'
+    (or 'baseline i' when there are several)."""
+    out: dict[str, str] = {}
+    for i, value in enumerate(values):
+        label, sep, path = value.partition("=")
+        if not sep or os.sep in label:
+            label, path = ("baseline" if len(values) == 1 else f"baseline {i + 1}"), value
+        if not label.strip() or not path:
+            raise ValueError(f"--baseline {value!r}: expected PATH or LABEL=PATH")
+        if label in out:
+            raise ValueError(f"--baseline: the label {label!r} is given twice")
+        out[label] = path
+    return out
+
+
 def _targets(args: argparse.Namespace) -> ProbeTargets:
+    baselines = _baselines(args.baseline)
     if args.demo_dir:
         targets = from_demo_dir(args.demo_dir, unlearned=args.demo_run)
-        if args.model or args.baseline or args.before:
-            raise ValueError("--demo-dir names its own models; leave out --model / --baseline / --before "
+        if args.model or args.before:
+            raise ValueError("--demo-dir names its own unlearned and SFT models; leave out --model / --before "
                              "(or leave out --demo-dir)")
-        return targets
+        clash = set(baselines) & set(targets.models)
+        if clash:
+            raise ValueError(f"--baseline: the label(s) {sorted(clash)} name a model of --demo-dir already")
+        # The other methods sit between the demo's unlearned run(s) and its two references.
+        runs = {k: v for k, v in targets.models.items() if k not in DEMO_LABELS.values()}
+        refs = {k: v for k, v in targets.models.items() if k in DEMO_LABELS.values()}
+        models = {**runs, **baselines, **refs}
+        _distinct(models)
+        return dataclasses.replace(targets, models=models)
     if args.demo_run:
         raise ValueError("--demo-run is a --demo-dir option")
     if not args.model:
         raise ValueError("--probes needs --model (the unlearned checkpoint) or --demo-dir")
-    models = {"unlearned": args.model}
-    for i, path in enumerate(args.baseline):
-        models["baseline" if len(args.baseline) == 1 else f"baseline {i + 1}"] = path
+    models = {"unlearned": args.model, **baselines}
     if args.before:
         models["before"] = args.before
+    _distinct(models)
+    return ProbeTargets(models=models)
+
+
+def _distinct(models: dict[str, str]) -> None:
     if len(set(map(os.path.abspath, models.values()))) < len(models):
         raise ValueError(f"the same checkpoint is named twice: {models}")
-    return ProbeTargets(models=models)
 
 
 def _settings(args: argparse.Namespace, targets: ProbeTargets, cfg: ModelConfig | None) -> ProbeSettings:

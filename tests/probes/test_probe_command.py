@@ -229,3 +229,30 @@ def test_paraphrased_questions_are_sampled_as_their_own_rows(world):
     assert same["paraphrased"]["algorithms"] == same["algorithms"]
     assert "paraphrased" not in generation_probe(cfg, params, tok, rows, dataclasses.replace(s, leak_paraphrased=False))
     assert leakage.paraphrased_rows(FORGET) == [] and leakage.paraphrased_rows(rows)[0]["fact"] == FORGET[0]["fact"]
+
+
+def test_a_labelled_baseline_joins_a_demo_folders_models(world, tmp_path, capsys):
+    """``--baseline npo=PATH`` beside ``--demo-dir``: a column named npo between the demo's
+    unlearned run and its references, scored like the others (the memorised model here)."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    _demo_folder(demo, world, "/elsewhere/runs/demo")
+    _, untrained, memorised = world
+    other = tmp_path / "other_method"
+    os.symlink(memorised, other)
+    assert evaluate.main(["--probes", "infilling", "--demo-dir", str(demo), "--reveal-ratios", "0.9",
+                          "--baseline", f"npo={other}", "--no-progress"]) == 0
+    result = json.loads((demo / "probes.json").read_text())
+    infilling = result["probes"]["infilling"]
+    assert list(infilling) == ["mdu_tau1", "npo", "retain-only twin", "before (SFT)"]
+    acc = {m: v["random"]["token_accuracy"][0] for m, v in infilling.items()}
+    assert acc["npo"] == acc["before (SFT)"] >= 0.75 and acc["mdu_tau1"] <= 0.25
+    capsys.readouterr()
+    # A label already taken by the demo, the demo's own SFT model again, and --before are refused.
+    for extra, message in [(["--baseline", f"mdu_tau1={other}"], "name a model of --demo-dir already"),
+                           (["--baseline", f"again={demo / 'cache' / 'sft-abc' / 'final'}"], "named twice"),
+                           (["--before", str(memorised)], "leave out --model / --before"),
+                           (["--baseline", "=x"], "expected PATH or LABEL=PATH")]:
+        out = tmp_path / "refused.json"
+        _fails(["--probes", "infilling", "--demo-dir", str(demo), "--output", str(out), *extra], capsys, str(out),
+               message)
