@@ -8,12 +8,15 @@ import mdu_jax as mj
 from mdu_jax.checkpoints.safetensors_io import CheckpointReader
 from mdu_jax.train import main
 from mdu_jax.training.metrics_log import read_metrics
+from tests.training.folder_helpers import ONE_DEVICE
 from tests.training.helpers import setup_run
 
 
 def write_config(tmp_path, **changes):
+    """The tiny run's config on one device (what these options do does not depend on the layout,
+    and one device compiles each run's step faster than eight), written as run.yaml."""
     base = setup_run(tmp_path)
-    base.update(max_steps=1, **changes)
+    base.update(max_steps=1, parallel=dict(ONE_DEVICE), **changes)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(base))
     return path, base
