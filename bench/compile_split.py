@@ -4,13 +4,19 @@
     python -m bench.compile_split --repeats 3 -- --lora 8 --fuse
     PYTHONPATH=/tmp/old python bench/compile_split.py    # another checkout's mdu_jax and bench.train_step
 
-``bench.train_step`` times ``lower + compile`` as one number. This splits it into the trace to a
-jaxpr, the lowering to StableHLO and XLA's compile, and prints the sizes that decide them and do
-not depend on machine load: jaxpr equations (recursively), lines of the lowered module, the
-counts of its main op kinds, and the Python function calls the trace makes (``--profile``, under
-cProfile; this slows the trace, so the timed repeats run without it). Timings are medians over
-``--repeats`` fresh traces in this process (the first trace also pays one-time imports and
-caches, so it is reported apart); they only mean something on an otherwise idle machine.
+``bench.train_step`` times ``lower + compile`` as one number, once, in a fresh process. This
+splits it into the trace to a jaxpr, the lowering to StableHLO and XLA's compile, and prints the
+sizes that decide them and do not depend on machine load: jaxpr equations (recursively), lines of
+the lowered module, the counts of its main op kinds, the optimised HLO's instructions and fusions,
+and the Python function calls the trace makes (``--profile``, under cProfile; this slows the
+trace, so the timed repeats run without it).
+
+The first pass is exactly ``bench.train_step``'s timed region (the first, cold trace of the
+process: it also pays one-time imports and caches), and every program JAX traces, lowers or
+compiles inside it is listed from ``jax.monitoring``'s events, so a program other than the step
+shows up by name. Then the medians over ``--repeats`` fresh (warm) traces in this process.
+Timings only mean something on an otherwise idle machine. ``--save-hlo PATH`` writes the
+step's optimised HLO, to diff between checkouts.
 
 Run from a checkout's root (``python -m``), or by path with ``PYTHONPATH`` naming another
 checkout: the step is built by that checkout's ``bench.train_step`` (whose helpers every
@@ -30,10 +36,43 @@ import time
 
 import jax
 import jax.extend.core
+import jax.monitoring
 
 import bench.train_step as bt
 
 OP = re.compile(r"\b(stablehlo\.[a-z_]+|call) ")  # every op of the lowered module, calls included
+# An instruction of an optimised HLO module: "name = type opcode(" (the opcode after the shape).
+HLO_OP = re.compile(r"^\s+(?:ROOT )?%?[\w.\-]+ = .*?\s([a-z][a-z\-]*)\(", re.M)
+HLO_COMPUTATION = re.compile(r"^(?:ENTRY )?%?[\w.\-]+ .*\{$", re.M)  # a computation's header line
+EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+          "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+          "/jax/core/compile/backend_compile_duration": "compile"}
+
+
+class ProgramLog:
+    """Every (kind, function name, seconds) that JAX reports while `recording` is true: traces of
+    jitted functions (nested ones included), lowerings and XLA compiles."""
+
+    def __init__(self):
+        self.recording = False
+        self.events: list[tuple[str, str, float]] = []
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+    def _on_event(self, event: str, secs: float, **kwargs):
+        if self.recording and event in EVENTS:
+            self.events.append((EVENTS[event], str(kwargs.get("fun_name", "?")), secs))
+
+    def table(self) -> str:
+        """One line per (kind, name): count and total seconds, in order of first appearance."""
+        rows: dict[tuple[str, str], list[float]] = {}
+        for kind, name, secs in self.events:
+            rows.setdefault((kind, name), []).append(secs)
+        return "\n".join(f"  {kind:<8}{name:<48}{len(t):>4}x {sum(t):>8.3f} s" for (kind, name), t in rows.items())
+
+
+def hlo_counts(hlo_text: str) -> collections.Counter:
+    """Instruction counts of an optimised HLO module by opcode (fusion bodies included)."""
+    return collections.Counter(HLO_OP.findall(hlo_text))
 
 
 def build(bench_argv: list[str]):
@@ -82,18 +121,19 @@ def jaxpr_equations(jaxpr) -> int:
 
 
 def one_pass(make_step, loss_fn, tx, inputs, *, compile_too: bool):
-    """(trace s, lower s, compile s or None, traced, lowered) for a freshly jitted step."""
+    """(trace s, lower s, compile s or None, traced, lowered, compiled or None) for a freshly
+    jitted step (``jit(...).lower(...)`` is ``trace(...).lower()``: bench.train_step's region)."""
     step = jax.jit(make_step(loss_fn, tx), donate_argnums=(0,))
     t0 = time.perf_counter()
     traced = step.trace(*inputs)
     t1 = time.perf_counter()
     lowered = traced.lower()
     t2 = time.perf_counter()
-    compile_s = None
+    compile_s, compiled = None, None
     if compile_too:
-        lowered.compile()
+        compiled = lowered.compile()
         compile_s = time.perf_counter() - t2
-    return t1 - t0, t2 - t1, compile_s, traced, lowered
+    return t1 - t0, t2 - t1, compile_s, traced, lowered, compiled
 
 
 def main(argv=None) -> int:
@@ -101,19 +141,35 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed trace/lower/compile repeats (median)")
     p.add_argument("--profile", action="store_true", help="also count Python calls of one trace (cProfile)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip XLA compiles (sizes only)")
+    p.add_argument("--save-hlo", dest="save_hlo", default=None, help="write the step's optimised HLO here")
     p.add_argument("bench_args", nargs="*", help="bench.train_step's model/step arguments (after --)")
     a = p.parse_args(argv)
+    log = ProgramLog()
     make_step, loss_fn, tx, inputs = build(a.bench_args)
 
-    first = one_pass(make_step, loss_fn, tx, inputs, compile_too=False)
-    traced, lowered = first[3], first[4]
+    log.recording = True
+    first = one_pass(make_step, loss_fn, tx, inputs, compile_too=a.compile)
+    log.recording = False
+    traced, lowered, compiled = first[3], first[4], first[5]
     text = lowered.as_text()
     ops = collections.Counter(OP.findall(text))
     print(f"checkout: {bt.__file__.rsplit('/bench/', 1)[0]}  step args: {' '.join(a.bench_args) or '(defaults)'}")
     print(f"jaxpr equations (recursive): {jaxpr_equations(traced.jaxpr)}")
     print(f"lowered module: {text.count(chr(10))} lines, {len(text)} characters")
     print("lowered ops: " + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in ops.most_common(16)))
-    print(f"first trace (with one-time caches): {first[0]:.3f} s, lowering {first[1]:.3f} s")
+    first_compile = f"{first[2]:.3f} s" if first[2] is not None else "skipped"
+    print(f"first (cold) pass, bench.train_step's timed region: trace {first[0]:.3f} s, lowering {first[1]:.3f} s, "
+          f"XLA compile {first_compile}")
+    print("programs traced / lowered / compiled in that region (jax.monitoring):\n" + log.table())
+    if compiled is not None:
+        hlo = compiled.as_text()
+        counts = hlo_counts(hlo)
+        print(f"optimised HLO: {hlo.count(chr(10))} lines, {len(HLO_COMPUTATION.findall(hlo))} computations, "
+              f"{sum(counts.values())} instructions, {counts['fusion']} fusions")
+        print("optimised ops: " + ", ".join(f"{k} {v}" for k, v in counts.most_common(20)))
+        if a.save_hlo:
+            with open(a.save_hlo, "w") as f:
+                f.write(hlo)
     if a.profile:
         prof = cProfile.Profile()
         step = jax.jit(make_step(loss_fn, tx), donate_argnums=(0,))

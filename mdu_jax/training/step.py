@@ -13,6 +13,7 @@ that is never donated, updated, or differentiated.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -23,13 +24,19 @@ import optax
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
-# The guard costs one variadic reduction per leaf (plain sums and an `and`) and one lax.cond over
-# the whole (params, opt_state). Its first form took two reductions per leaf (a max pass to scale
-# by, then the scaled squares) and a jnp.where per leaf of params and moments. On
-# bench.train_step's tiny model, the update alone (jit of `_update`) compiled to 8962 lines of
-# unoptimised LLVM IR in 79 kernels with that form, 7194 in 62 with this one, 4563 in 41 without
-# any guard (XLA's compile time follows the IR it emits; the module was timed at ~0.9 s of the
-# step's ~7.4 s XLA compile on an idle machine).
+# The guard costs one variadic reduction per leaf (plain sums and an `and`), a second evaluation of
+# the optimiser's update, and one lax.cond over the whole (params, opt_state). The update is traced
+# once (``_apply`` under a nested jit) and evaluated twice: reduced to the statistics that decide,
+# then inside the cond's applying branch, which writes the new state over the donated old one in
+# place. The previous form selected the already computed new state with the cond: XLA kept that
+# state whole beside the old one and copied it into the output buffers on every applied step
+# (bench.memory_plan, LLaDA-8B shipped on one device: peak 209.09 GiB against 168.61 now). The
+# first form took two reductions per leaf and a jnp.where per leaf of params and moments.
+# bench.train_step's tiny step, compiled (kernels, lines of unoptimised / optimised LLVM IR, HLO
+# instructions, copies; XLA's compile time follows the IR it emits): without any guard 225,
+# 31395 / 57595, 4688, 182; 541a937's guard (finite loss and gradient norm, a where per leaf)
+# 226, 31777 / 66658, 5088, 205; the cond selecting 244, 33870 / 63002, 5779, 219; this form
+# 250, 34862 / 63163, 6401, 181.
 
 # Sums of squares of x * 2^-64, x and x * 2^64 in float32 (powers of two: scaling is exact). For a
 # finite norm the finest of them that is finite holds every square that matters: at 2^64 for norms
@@ -70,6 +77,12 @@ def _norms_and_finite(updates, params, new_params) -> tuple[jax.Array, jax.Array
     return _norm(*totals[:3]), _norm(*totals[3:]), finite
 
 
+def _apply(tx, grads, params, opt_state):
+    """(new params, new optimiser state, updates): one optimiser update of `params` by `grads`."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, updates
+
+
 def _update(tx, state, grads, loss, max_update_ratio: float):
     """Applies `grads` only if the result is sound; otherwise params and optimiser state stay as they were.
 
@@ -79,8 +92,9 @@ def _update(tx, state, grads, loss, max_update_ratio: float):
     ``update_ratio`` (||update|| / ||params||, float32; 0 on an accumulation micro-step).
     """
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    # One jit object for both evaluations: the second reuses the first's trace.
+    apply = jax.jit(functools.partial(_apply, tx))
+    params, _, updates = apply(grads, state["params"], state["opt_state"])  # for the statistics only
     update_norm, param_norm, params_finite = _norms_and_finite(updates, state["params"], params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
     ratio = update_norm / jnp.maximum(param_norm, jnp.finfo(jnp.float32).tiny)
@@ -89,8 +103,8 @@ def _update(tx, state, grads, loss, max_update_ratio: float):
     # below 1 for any learning rate that trains (see OptimSection.max_update_ratio).
     within = (max_update_ratio <= 0) | (ratio <= max_update_ratio)
     applied = finite & within
-    params, opt_state = jax.lax.cond(applied, lambda new, old: new, lambda new, old: old,
-                                     (params, opt_state), (state["params"], state["opt_state"]))
+    params, opt_state = jax.lax.cond(applied, lambda p, o: apply(grads, p, o)[:2], lambda p, o: (p, o),
+                                     state["params"], state["opt_state"])
     new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
     return new_state, {"grad_norm": grad_norm, "finite": finite, "applied": applied, "update_ratio": ratio}
 
