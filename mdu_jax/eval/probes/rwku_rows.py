@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mdu_jax.data.sources import load_rwku
-from mdu_jax.eval.rwku import probe_prompt
+from mdu_jax.eval.rwku import PROBE_SETS, probe_prompt
 
-FORGET_SETS = ("forget_level1", "forget_level2", "forget_level3")
-NEIGHBOR_SETS = ("neighbor_level1", "neighbor_level2")
+FORGET_SETS = tuple(s for s in PROBE_SETS if s.startswith("forget_"))
+NEIGHBOR_SETS = tuple(s for s in PROBE_SETS if s.startswith("neighbor_"))
 
 
 def rwku_rows(subject: str | None, data_dir: str | None, sets: Sequence[str]) -> list[dict[str, Any]]:
