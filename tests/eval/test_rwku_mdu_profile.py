@@ -6,8 +6,10 @@ Tiny models from tests.fixtures.write_hf_checkpoint (word-level tokenizer: most 
 <unk>, which changes nothing about the rules tested here) on real rows of ../shared/data/rwku.
 """
 
+import functools
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -60,6 +62,13 @@ def _run(model, data, **kw):
                 rows_per_forward=8)
     args.update(kw)
     return rwku.evaluate_rwku(cfg, params, tok, **args)
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_forward(cfg):
+    """mdu_jax.forward compiled once per config and shape (run op by op, it compiled one small
+    program per operation and sequence length, most of the TruthfulQA test's time)."""
+    return jax.jit(functools.partial(mdu_jax.forward, cfg))
 
 
 def _template_ids(tok, messages, add_generation_prompt):
@@ -162,7 +171,7 @@ def test_mdu_truthfulqa_score_is_the_forward_pass_nll(model, shared_data, monkey
         for choice in r["mc1_targets"]["choices"]:
             ids = _template_ids(tok, [{"role": "user", "content": r["question"]},
                                       {"role": "assistant", "content": choice}], add_generation_prompt=False)
-            logits = np.asarray(mdu_jax.forward(cfg, params, jnp.asarray([ids], jnp.int32))[0], np.float64)
+            logits = np.asarray(_jit_forward(cfg)(params, jnp.asarray([ids], jnp.int32))[0], np.float64)
             raw = logits[1:] if cfg.family == "dream" else logits[:-1]
             lp = log_softmax(raw, axis=-1)
             expected.append(-np.mean(lp[np.arange(len(ids) - 1), ids[1:]]))

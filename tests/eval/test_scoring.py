@@ -1,5 +1,7 @@
 """The masked-diffusion adaptations of teacher-forced quantities, against direct forward passes."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -23,8 +25,19 @@ def _logps(cfg, params, seqs):
     mask = np.zeros((len(seqs), T), np.int32)
     for i, s in enumerate(seqs):
         ids[i, :len(s)], mask[i, :len(s)] = s, 1
-    logits = mj.forward(cfg, params, ids, mask)
-    return [np.asarray(jax.nn.log_softmax(logits[i].astype(np.float32), axis=-1), np.float64) for i in range(len(seqs))]
+    logits = _forward(cfg)(params, ids, mask)
+    return list(np.asarray(_log_softmax(logits), np.float64))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(cfg):
+    """mj.forward compiled once per config and shape (op by op it compiled a program per operation)."""
+    return jax.jit(lambda p, i, m: mj.forward(cfg, p, i, m))
+
+
+@jax.jit
+def _log_softmax(logits):
+    return jax.nn.log_softmax(logits.astype(np.float32), axis=-1)
 
 
 def test_teacher_forced_is_left_to_right_masked_prediction(model):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from mdu_jax.likelihood import eq14_nll, loglikelihood, stratified_count
+from mdu_jax.models.config import inference_config
 from tests.sampling.tiny import MASK, row_logits, tiny_model
 
 FAMILIES = ("llada", "dream")
@@ -55,7 +56,11 @@ def exact_moments(cfg, params, prompt, answer, estimator, cfg_scale=0.0):
     return mean, float(np.sqrt(probs @ (scores - mean) ** 2))
 
 
-R = 64  # rows per forward in most tests: one compiled program per family serves them
+# Rows per forward in most tests: their passes all have R rows of T = 16 tokens with 16 answer
+# slots (3 pairs x 16 samples, or more rows R at a time), so one compiled program per family,
+# estimator and guidance serves every test (each program takes seconds to compile here). The
+# samples follow each pair's own random stream, so R changes no value.
+R = 48
 PAIRS = [([5, 6, 7], [9]), ([4, 8, 9, 10, 11, 12], [30]), ([20, 21], [3])]
 
 
@@ -67,8 +72,9 @@ def test_one_token_answers_give_the_exact_log_probability(family, cfg_scale):
     for prompt, answer in PAIRS:
         lp = log_softmax(guided_logits(cfg, params, [prompt + [MASK]], len(prompt), cfg_scale))
         exact.append(lp[0, len(prompt), answer[0]])
-    ll = loglikelihood(cfg, params, PAIRS, mc_samples=4, batch_size=2, cfg_scale=cfg_scale, rows_per_forward=R)
-    nll = eq14_nll(cfg, params, PAIRS, mc_samples=4, cfg_scale=cfg_scale, rows_per_forward=R)
+    # Every sample of a one-token answer is exact; 16 per pair fill the R rows of a pass.
+    ll = loglikelihood(cfg, params, PAIRS, mc_samples=16, batch_size=2, cfg_scale=cfg_scale, rows_per_forward=R)
+    nll = eq14_nll(cfg, params, PAIRS, mc_samples=16, cfg_scale=cfg_scale, rows_per_forward=R)
     np.testing.assert_allclose(ll, exact, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(nll, -np.asarray(exact), rtol=1e-5, atol=1e-5)
 
@@ -105,7 +111,8 @@ def test_same_seed_same_values_whatever_the_batching():
     kw = dict(mc_samples=16, batch_size=4, rows_per_forward=R)
     a = loglikelihood(cfg, params, pairs, seed=3, **kw)
     np.testing.assert_array_equal(a, loglikelihood(cfg, params, pairs, seed=3, **kw))
-    b = loglikelihood(cfg, params, pairs, seed=3, **{**kw, "rows_per_forward": 12})
+    # Two passes of 24 rows instead of one of 48 (the program of the bucket test below).
+    b = loglikelihood(cfg, params, pairs, seed=3, **{**kw, "rows_per_forward": 24})
     np.testing.assert_allclose(a, b, rtol=1e-6)
     c = loglikelihood(cfg, params, pairs[::-1], seed=3, **kw)
     assert not np.allclose(a, c[::-1])  # a pair's stream follows its index in the list
@@ -136,7 +143,7 @@ def test_stratified_counts_are_uniform_and_match_llada_without_half_offsets():
 def test_empty_answers_score_zero_and_bad_inputs_raise():
     cfg, params = tiny_model("llada")
     assert loglikelihood(cfg, params, [([5, 6], [])], mc_samples=2, batch_size=2).tolist() == [0.0]
-    assert eq14_nll(cfg, params, [([5, 6], []), ([5], [9])], mc_samples=2, rows_per_forward=R)[0] == 0.0
+    assert eq14_nll(cfg, params, [([5, 6], []), ([5], [9])], mc_samples=R, rows_per_forward=R)[0] == 0.0
     with pytest.raises(ValueError, match="batch_size"):
         loglikelihood(cfg, params, PAIRS, mc_samples=10, batch_size=4)
     with pytest.raises(ValueError, match="mask token"):
@@ -170,12 +177,17 @@ def test_one_program_per_length_bucket_whatever_the_answer_lengths():
     assert [(b.length, b.answer_slots, b.padded_rows, len(b.rows)) for b in plan] == [(16, 16, 24, 24)]
     together = loglikelihood(cfg, params, pairs, mc_samples=8, batch_size=4, seed=5, rows_per_forward=R,
                              buckets=buckets)
+    # A pair's 8 samples, each three times: 24 rows, as in the shared pass (each row's score is
+    # its own), under the config the estimators run, so the pair sized to 16 answer slots reuses
+    # that program.
+    rows, run_cfg = 24, inference_config(cfg)
     for n, (prompt, answer) in enumerate(pairs):
         T, A = 16, 4 if len(answer) <= 4 else 16
-        ids = np.full((8, T), cfg.pad_token_id, np.int32)
+        ids = np.full((rows, T), cfg.pad_token_id, np.int32)
         ids[:, :len(prompt) + len(answer)] = prompt + answer
-        attn = (np.arange(T)[None, :] < len(prompt) + len(answer)).astype(np.int32).repeat(8, axis=0)
-        scores = row_scores(cfg, False, A, params, ids, attn, np.full(8, len(prompt), np.int32),
-                            np.full(8, len(answer), np.int32), np.full(8, n, np.int32), np.arange(8, dtype=np.int32),
-                            np.uint32(5), True, np.int32(4), np.float32(0.0))
-        np.testing.assert_allclose(together[n], -np.mean(np.asarray(scores, np.float64)), rtol=1e-6)
+        attn = (np.arange(T)[None, :] < len(prompt) + len(answer)).astype(np.int32).repeat(rows, axis=0)
+        scores = row_scores(run_cfg, False, A, params, ids, attn, np.full(rows, len(prompt), np.int32),
+                            np.full(rows, len(answer), np.int32), np.full(rows, n, np.int32),
+                            np.arange(rows, dtype=np.int32) % 8, np.uint32(5), True, np.int32(4), np.float32(0.0))
+        scores = np.asarray(scores, np.float64).reshape(3, 8)
+        np.testing.assert_allclose(together[n], -np.mean(scores[0]), rtol=1e-6)

@@ -7,7 +7,6 @@ agree to a few ulp; 2e-6 absolute leaves a margin of ~10x over the largest diffe
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,10 +16,15 @@ from tests.sampling.tiny import tiny_config
 
 T = 1024
 
+# Every call runs jitted, one program per (implementation, shape): called op by op, each call
+# compiled a small program per operation and shape, most of this file's time on this CPU.
+attend = jax.jit(layers.attention, static_argnums=4)
+
 
 def _qkv(B, T, H, K, h=16, seed=0):
     rng = np.random.default_rng(seed)
-    return (jnp.asarray(rng.standard_normal((B, T, n, h)), jnp.float32) for n in (H, K, K))
+    # NumPy arrays: their slices below need no compiled program either
+    return (rng.standard_normal((B, T, n, h)).astype(np.float32) for n in (H, K, K))
 
 
 @pytest.mark.parametrize("queries_masked", [False, True])
@@ -29,38 +33,37 @@ def test_chunked_equals_the_xla_path(queries_masked, heads):
     H, K = heads
     q, k, v = _qkv(2, T, H, K)
     valid = np.arange(T)[None, :] < np.asarray([[T - 77], [T // 3]])  # two rows, both padded
-    valid = jnp.asarray(valid)
-    mask = valid[:, None, None, :]
+    mask = valid[:, None, None, :]  # NumPy masks: no small programs to compile
     if queries_masked:  # Dream: pad queries see nothing (a uniform softmax, finite)
         mask = mask & valid[:, None, :, None]
-    want = layers.attention(q, k, v, mask, "xla")
-    got = jax.jit(lambda *a: layers.attention(*a, "chunked"))(q, k, v, mask)
+    want = attend(q, k, v, mask, "xla")
+    got = attend(q, k, v, mask, "chunked")
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=2e-6)
 
 
 def test_chunked_without_a_mask_and_a_row_is_independent_of_its_batch():
     q, k, v = _qkv(3, T, 4, 4, seed=1)
-    together = layers.attention(q, k, v, None, "chunked")
-    np.testing.assert_allclose(np.asarray(together), np.asarray(layers.attention(q, k, v, None, "xla")),
+    together = attend(q, k, v, None, "chunked")
+    np.testing.assert_allclose(np.asarray(together), np.asarray(attend(q, k, v, None, "xla")),
                                rtol=0, atol=2e-6)
-    alone = layers.attention(q[1:2], k[1:2], v[1:2], None, "chunked")
-    np.testing.assert_array_equal(np.asarray(together[1:2]), np.asarray(alone))
+    alone = attend(q[1:2], k[1:2], v[1:2], None, "chunked")
+    np.testing.assert_array_equal(np.asarray(together)[1:2], np.asarray(alone))
 
 
 def test_short_uneven_and_subset_queries():
     for length in (40, layers.ATTENTION_CHUNK + 72, T + 8):  # one short block; a padded last block
         q, k, v = _qkv(2, length, 4, 4)
-        got = layers.attention(q, k, v, None, "chunked")
+        got = attend(q, k, v, None, "chunked")
         assert got.shape == q.shape
-        np.testing.assert_allclose(np.asarray(got), np.asarray(layers.attention(q, k, v, None, "xla")),
+        np.testing.assert_allclose(np.asarray(got), np.asarray(attend(q, k, v, None, "xla")),
                                    rtol=0, atol=2e-6)
     q, k, v = _qkv(2, 300, 4, 2)
-    valid = jnp.asarray(np.arange(300)[None, :] < np.asarray([[300], [211]]))
+    valid = np.arange(300)[None, :] < np.asarray([[300], [211]])
     mask = valid[:, None, None, :] & valid[:, None, :, None]
-    full = layers.attention(q, k, v, mask, "chunked")
-    part = layers.attention(q[:, 50:150], k, v, mask[:, :, 50:150], "chunked")  # 100 of 300 queries
-    np.testing.assert_allclose(np.asarray(part), np.asarray(full[:, 50:150]), rtol=0, atol=2e-6)
+    full = attend(q, k, v, mask, "chunked")
+    part = attend(q[:, 50:150], k, v, mask[:, :, 50:150], "chunked")  # 100 of 300 queries
+    np.testing.assert_allclose(np.asarray(part), np.asarray(full)[:, 50:150], rtol=0, atol=2e-6)
 
 
 def test_inference_config_chunks_xla_attention_on_a_cpu_only():

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from mdu_jax.models import lora
+from mdu_jax.models.params import INIT_STDDEV, ParamSpec, param_specs
 from mdu_jax.training.config import load_config
 from mdu_jax.models import transformer
 from mdu_jax.typed_config import ConfigKeyError
-from tests.training.loss_helpers import assert_trees_close, loss_and_grads, tiny_batch, tiny_config, tiny_params
+from tests.training.loss_helpers import assert_trees_close, loss_and_grads, tiny_batch, tiny_config
 
 SPEC = lora.LoraSpec(rank=4, alpha=8.0)
 
@@ -34,10 +35,26 @@ def core_hidden(cfg):
 
 
 @functools.lru_cache(maxsize=None)
-def base_model(family):
-    """(cfg, params) of the tiny model of `family` (callers must not modify the params)."""
+def merged_weights(cfg, spec):
+    """jit(lora.merge) for one config and spec (op by op, it compiled a program per kernel shape)."""
+    return jax.jit(lambda base, ad: lora.merge(cfg, base, ad, spec))
+
+
+@functools.lru_cache(maxsize=None)
+def base_model(family, scale=5.0):
+    """(cfg, params) of the tiny model of `family` (callers must not modify the params): params
+    distributed as ``tests.training.loss_helpers.tiny_params`` draws them (``init_params`` with
+    kernels and embedding times `scale`: logits and gradients far from uniform), drawn with NumPy,
+    as a jax.random program takes seconds to compile here."""
     cfg = tiny_config(family)
-    return cfg, tiny_params(cfg)
+    rng = np.random.default_rng(0)
+
+    def make(spec):
+        if spec.init in ("ones", "zeros"):  # NumPy too: jnp.ones compiles a program per shape
+            return jnp.asarray((np.ones if spec.init == "ones" else np.zeros)(spec.shape, np.float32))
+        return jnp.asarray(scale * INIT_STDDEV * rng.standard_normal(spec.shape), jnp.float32)
+
+    return cfg, jax.tree.map(make, param_specs(cfg), is_leaf=lambda x: isinstance(x, ParamSpec))
 
 
 def fresh_adapters(cfg, spec, seed=1):
@@ -70,7 +87,7 @@ def test_fresh_adapters_leave_the_model_unchanged(family):
     # x W + s (x A) 0 adds exact zeros to the model core's own operations: bitwise equal.
     np.testing.assert_array_equal(np.asarray(lora_hidden(cfg, SPEC)(base, ad, ids, mask)),
                                   np.asarray(core_hidden(cfg)(base, ids, mask)))
-    merged = lora.merge(cfg, base, ad, SPEC)
+    merged = merged_weights(cfg, SPEC)(base, ad)
     for a, b in zip(jax.tree.leaves(merged), jax.tree.leaves(base)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -84,9 +101,9 @@ def test_low_rank_forward_equals_merged_weights():
     ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
     h = lora_hidden(cfg, SPEC)(base, ad, ids, mask)
     core = core_hidden(cfg)
-    h_merged = core(lora.merge(cfg, base, ad, SPEC), ids, mask)
+    h_merged = core(merged_weights(cfg, SPEC)(base, ad), ids, mask)
     h_base = core(base, ids, mask)
-    assert float(jnp.max(jnp.abs(h_merged - h_base))) > 0.1  # the adapters do change the model
+    assert np.abs(np.asarray(h_merged) - np.asarray(h_base)).max() > 0.1  # the adapters do change the model
     np.testing.assert_allclose(np.asarray(h), np.asarray(h_merged), rtol=1e-5, atol=1e-5)
 
 
@@ -105,19 +122,19 @@ def test_adapter_gradients_follow_from_the_dense_gradient(lora_case):
     base as anchor gives dL/dW'; the chain rule gives dL/dA = s dL/dW' B^T and dL/dB = s A^T dL/dW'.
     Both paths are float32 with different summation orders: rtol 1e-4, atol 1e-4 x max|grad|."""
     cfg, spec, base, ad, batch, (loss, aux, grads) = lora_case
-    merged = lora.merge(cfg, base, ad, spec)
+    merged = merged_weights(cfg, spec)(base, ad)
     dense_loss, dense_aux, dense = loss_and_grads(cfg, merged, base, batch)
     np.testing.assert_allclose(float(loss), float(dense_loss), rtol=1e-5)
     assert_trees_close(aux, dense_aux, 1e-5, 1e-6, "aux")
-    for name in spec.targets:
-        a, b = ad[name]["a"], ad[name]["b"]
-        gw = dense["layers"][name]["kernel"]
+    for name in spec.targets:  # the chain rule in NumPy float64 (no small programs to compile)
+        a, b = np.asarray(ad[name]["a"], np.float64), np.asarray(ad[name]["b"], np.float64)
+        gw = np.asarray(dense["layers"][name]["kernel"], np.float64)
         n_in = a.ndim - 2
         ins, outs = "abcd"[:n_in], "efgh"[: b.ndim - 2]
-        expect_a = spec.scale * jnp.einsum(f"l{ins}{outs},lr{outs}->l{ins}r", gw, b)
-        expect_b = spec.scale * jnp.einsum(f"l{ins}r,l{ins}{outs}->lr{outs}", a, gw)
+        expect_a = spec.scale * np.einsum(f"l{ins}{outs},lr{outs}->l{ins}r", gw, b)
+        expect_b = spec.scale * np.einsum(f"l{ins}r,l{ins}{outs}->lr{outs}", a, gw)
         for got, want, which in ((grads[name]["a"], expect_a, "a"), (grads[name]["b"], expect_b, "b")):
-            scale = float(jnp.max(jnp.abs(want)))
+            scale = float(np.max(np.abs(want)))
             assert scale > 0, f"{name}/{which}: zero gradient"
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4 * scale,
                                        err_msg=f"{name}/{which}")
@@ -139,7 +156,7 @@ def test_paired_stack_anchor_output_is_the_base_model_without_gradient():
     ad = random_adapters(cfg, SPEC)
     batch = tiny_batch()
     ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
-    other = jnp.where(jnp.asarray(batch["maskable"]), cfg.mask_token_id, ids)
+    other = jnp.asarray(np.where(batch["maskable"], cfg.mask_token_id, batch["input_ids"]))
     paired = jax.jit(lambda a: lora.paired_hidden_states(cfg, base, a, SPEC, ids, other, mask))
     h_cond, h_anchor = paired(ad)
     # Same operations as the single-pass stacks, so equal to float32 rounding of fusion choices.

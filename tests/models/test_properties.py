@@ -26,8 +26,8 @@ def numpy_init(cfg, seed):
     rng = np.random.default_rng(seed)
 
     def make(spec):
-        if spec.init in ("ones", "zeros"):
-            return (jnp.ones if spec.init == "ones" else jnp.zeros)(spec.shape, jnp.float32)
+        if spec.init in ("ones", "zeros"):  # NumPy too: jnp.ones compiles a program per shape
+            return jnp.asarray((np.ones if spec.init == "ones" else np.zeros)(spec.shape, np.float32))
         return jnp.asarray(INIT_STDDEV * rng.standard_normal(spec.shape), jnp.float32)
 
     return jax.tree.map(make, param_specs(cfg), is_leaf=lambda x: isinstance(x, ParamSpec))
@@ -111,15 +111,18 @@ def test_execution_options_do_not_change_values_or_gradients(models, option):
 
 
 def test_dtypes_are_configurable(models):
+    """Dtypes are fixed when jax traces a function, so jax.eval_shape checks them without
+    compiling or running the programs (op by op they compiled dozens of small programs)."""
     cfg, params = models["llada"]
     bf = cfg.replace(param_dtype="bf16", dtype="bf16")
-    p16 = mj.init_params(bf, jax.random.key(1))
+    p16 = jax.eval_shape(lambda k: mj.init_params(bf, k), jax.random.key(1))
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(p16))
-    out = mj.forward(bf, p16, jnp.ones((1, 4), jnp.int32))
+    ids = jax.ShapeDtypeStruct((1, 4), jnp.int32)
+    out = jax.eval_shape(lambda p, i: mj.forward(bf, p, i), p16, ids)
     assert out.dtype == jnp.bfloat16
     # fp32 master params with bf16 compute.
     mixed = cfg.replace(dtype="bfloat16")
-    assert mj.forward(mixed, params, jnp.ones((1, 4), jnp.int32)).dtype == jnp.bfloat16
+    assert jax.eval_shape(lambda p, i: mj.forward(mixed, p, i), params, ids).dtype == jnp.bfloat16
 
 
 def test_logical_axes_cover_every_parameter(models):

@@ -63,7 +63,7 @@ def test_splash_equals_xla_outputs_and_grads(interpret, kind):
     gradients w.r.t. q/k/v of sum(out * cotangent) over non-padded queries; H=4 query heads share
     K=2 kv heads."""
     attn = padding_mask() if kind != "none" else np.ones((B, T), np.int32)
-    valid = jnp.asarray(attn, jnp.float32)[:, :, None, None]
+    valid = attn.astype(np.float32)[:, :, None, None]
     mask = mask_4d(kind, attn)
     q, k, v = qkv()
     cot = normal(np.random.default_rng(7), (B, T, H, HD))
@@ -154,12 +154,13 @@ def test_off_tpu_without_opt_in_raises(monkeypatch):
     ("cpu", 128, 128, "xla"),
 ])
 def test_auto_choice(monkeypatch, backend, T, head_dim, expected):
-    """'auto' takes splash on TPU only for supported shapes; elsewhere (fp32) XLA."""
+    """'auto' takes splash on TPU only for supported shapes; elsewhere (fp32) XLA. The choice is
+    made while tracing, so jax.eval_shape sees it without compiling the attention op by op."""
     calls = []
-    q = jnp.ones((1, T, 2, head_dim))
+    q = jax.ShapeDtypeStruct((1, T, 2, head_dim), jnp.float32)
     monkeypatch.setattr(layers, "splash_attention", lambda q, *a, **kw: calls.append("splash") or q)
     monkeypatch.setattr(layers.jax, "default_backend", lambda: backend)
-    out = layers.attention(q, q, q, None, "auto")
+    out = jax.eval_shape(lambda q: layers.attention(q, q, q, None, "auto"), q)
     assert out.shape == q.shape
     assert calls == (["splash"] if expected == "splash" else [])
 

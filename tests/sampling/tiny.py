@@ -36,8 +36,8 @@ def tiny_model(family: str, seed: int = 0):
 
     def make(path, spec):
         name = jax.tree_util.keystr(path)
-        if spec.init == "ones":
-            return jnp.ones(spec.shape, jnp.float32)
+        if spec.init == "ones":  # NumPy too: jnp.ones compiles a program per shape
+            return jnp.asarray(np.ones(spec.shape, np.float32))
         if spec.init == "zeros":  # biases
             return jnp.asarray(0.1 * rng.standard_normal(spec.shape), jnp.float32)
         std = 0.48 if "lm_head" in name else 0.16  # a sharper head: peaked predictions
