@@ -83,7 +83,11 @@ def export_params(cfg: ModelConfig, params: Mapping[str, Any], dst: str | os.Pat
 
     def read(t: HFTensor) -> np.ndarray:
         array = flat[t.path]
-        return np.asarray(jax.device_get(array[t.layer] if t.layer is not None else array))
+        if t.layer is None:
+            return np.asarray(jax.device_get(array))
+        if isinstance(array, jax.Array):
+            return np.asarray(jax.device_get(_layer_of(array, np.int32(t.layer))))
+        return np.asarray(array[t.layer])
 
     recorded = {}
     if like is not None and os.path.isfile(os.path.join(like, "mdu_jax.json")):
@@ -92,6 +96,14 @@ def export_params(cfg: ModelConfig, params: Mapping[str, Any], dst: str | os.Pat
         cfg, read, {p: np.dtype(a.dtype) for p, a in flat.items()}, dst, like=like, config_from=None,
         extras_from=None, default_dtypes=recorded, max_shard_size=max_shard_size, dtype=dtype,
         overwrite=overwrite, progress=progress, sources=(like,))
+
+
+@jax.jit
+def _layer_of(stacked: jax.Array, layer: jax.Array) -> jax.Array:
+    """stacked[layer] on device, the layer index traced: one program per stacked leaf's shape and
+    sharding, shared by every layer and export of the process (a static index compiled a slice
+    and a squeeze per shape, or a gather and a broadcast on a sharded leaf)."""
+    return stacked[layer]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -245,6 +245,9 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
     _barrier("folder")
 
     tx, schedule = make_optimizer(cfg.optim, total)
+    # One program for the logged learning rate: evaluated op by op, the schedule's dozen scalar
+    # operations compile a dozen programs in every fresh process.
+    lr_at = jax.jit(schedule)
     special_ids = sorted(set(getattr(tokenizer, "all_special_ids", []) or []))
     spec = lora_spec(cfg)
     loss_fn = make_loss_fn(model_cfg, cfg.objective, special_ids=special_ids, attend_padding=cfg.data.attend_padding,
@@ -263,7 +266,8 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
         anchor = jax.tree.map(lambda p: p.astype(anchor_dtype), params)
 
     ckpt = RunCheckpointer(cfg.output_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-    state = init_state(params, tx, cfg.seed) if mesh is None else init_state_sharded(
+    # One program either way (run op by op, init_state compiled a program per leaf shape).
+    state = jax.jit(lambda p: init_state(p, tx, cfg.seed))(params) if mesh is None else init_state_sharded(
         params, tx, cfg.seed, parallel.replicated(mesh))
     del params
     restored = ckpt.restore_newest_intact(abstract_like(state))
@@ -321,7 +325,7 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
             micro += 1
             # Every micro-step is checked: a refused update must stop the run at once, not at
             # the next logged step (the check costs one host sync per step).
-            m = jax.device_get(steps.unreplicate(metrics) if use_pmap else metrics)
+            m = steps.unreplicate_host(metrics) if use_pmap else jax.device_get(metrics)
             if not bool(m["applied"]):
                 raise _rejection(m, cfg, micro // accum + (micro % accum > 0), micro, ckpt)
             window.add(m)
@@ -333,7 +337,7 @@ def run(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = Non
             if opt % cfg.log_every == 0 or opt == total:
                 now = time.perf_counter()
                 row = window.row()
-                row["lr"] = float(schedule(opt - 1))
+                row["lr"] = float(lr_at(opt - 1))
                 row["tokens_per_s"] = row["tokens"] / max(now - t_last, 1e-9)
                 row["micro_step"] = micro
                 t_last = now

@@ -170,5 +170,25 @@ def replicate(tree, devices):
     return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n,) + x.shape), sharding), tree)
 
 
-def unreplicate(tree):
+@jax.jit
+def _drop_leading_axis(tree):
     return jax.tree.map(lambda x: x[0], tree)
+
+
+def _first_shard(x: jax.Array) -> jax.Array:
+    """The [1, ...] block of a pmap-sharded array that holds index 0, as a one-device array."""
+    return next(s.data for s in x.addressable_shards if (s.index[0].start or 0) == 0)
+
+
+def unreplicate(tree):
+    """The first device's copy of a pmap-replicated tree, as arrays on that device: one program
+    for the whole tree (``x[0]`` per leaf compiled a gather and a broadcast per leaf shape, and
+    left each result on every device, so that orbax sliced it again per replica to save it)."""
+    return _drop_leading_axis(jax.tree.map(_first_shard, tree))
+
+
+def unreplicate_host(tree):
+    """Device 0's copy of a pmap-replicated tree as host arrays: the whole tree is copied to the
+    host, then indexed there (indexing on device compiles a program per leaf shape); for small
+    trees such as a step's metrics."""
+    return jax.tree.map(lambda x: x[0], jax.device_get(tree))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,14 +24,21 @@ def tiny_config(family: str = "llada", **changes) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def tiny_params(cfg: ModelConfig, seed: int = 0, scale: float = 5.0):
-    """Random params with larger-than-init weights, so the logits (and gradients) are far from uniform."""
+@functools.lru_cache(maxsize=None)
+def _scaled_init(cfg: ModelConfig, scale: float):
+    """One compiled init program per (config, scale), shared by every seed and test of the process
+    (a new jit per call traced and compiled the same program again, ~3 CPU s each)."""
     def make(key):  # one compiled program instead of one per random op
         params = init_params(cfg, key)
         return jax.tree_util.tree_map_with_path(
             lambda p, x: x * scale if p[-1].key in ("kernel", "embedding") else x, params)
 
-    return jax.jit(make)(jax.random.key(seed))
+    return jax.jit(make)
+
+
+def tiny_params(cfg: ModelConfig, seed: int = 0, scale: float = 5.0):
+    """Random params with larger-than-init weights, so the logits (and gradients) are far from uniform."""
+    return _scaled_init(cfg, float(scale))(jax.random.key(seed))
 
 
 def tiny_batch(B: int = 4, T: int = 16, V: int = 96, seed: int = 0) -> dict[str, np.ndarray]:

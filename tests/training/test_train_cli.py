@@ -38,7 +38,10 @@ def test_sweep_trains_once_per_value_in_its_own_folder(tmp_path):
 
 
 def test_export_hf_writes_the_final_params_as_a_loadable_hf_folder(tmp_path):
-    path, base = write_config(tmp_path)
+    # tau 1 as in the sweep's second run above: the same train step program, so that XLA's
+    # compilation of it comes from the session's persistent cache (what --export-hf does does
+    # not depend on tau).
+    path, base = write_config(tmp_path, objective={"method": "mdu", "tau": 1.0})
     export = tmp_path / "exported"
     assert main(["--config", str(path), "--export-hf", str(export), "--no-progress"]) == 0
     final = CheckpointReader(tmp_path / "run" / "final")
