@@ -18,6 +18,8 @@ import tomllib
 import nbformat
 import pytest
 
+from tests.conftest import xla_flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "colab" / "mdu_jax.ipynb"
 PROJECT_PACKAGES = ("mdu_jax", "checkpoints_convert")
@@ -204,7 +206,7 @@ def test_notebook_runs_headless_in_smoke_mode(tmp_path, monkeypatch):
     work = tmp_path / "work"
     env = {"MDU_JAX_SMOKE": "1", "MDU_JAX_WORKDIR": str(work), "JAX_PLATFORMS": "cpu",
            # two CPU devices, so that the runtime plan's FSDP mesh really shards the parameters
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "XLA_FLAGS": xla_flags(2),
            # its SFT is compute-bound: full XLA optimisation (tests/conftest.py sets the quick mode)
            "JAX_DISABLE_MOST_OPTIMIZATIONS": "0",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),

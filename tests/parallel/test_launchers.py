@@ -19,6 +19,7 @@ import jax
 import pytest
 
 from mdu_jax import parallel
+from tests.conftest import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
@@ -88,7 +89,7 @@ def test_two_tasks_of_a_launcher_form_one_job(launcher):
         for rank in range(2):
             env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
             env.update(slurm_env(rank, job_id=offset) if launcher == "slurm" else ompi_env(rank, job_id=offset * 4096))
-            env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+            env.update(XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu",
                        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
             procs.append(subprocess.Popen([sys.executable, "-c", CHILD], cwd=REPO, env=env, text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT))

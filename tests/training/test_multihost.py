@@ -11,6 +11,7 @@ import yaml
 
 from mdu_jax.checkpoints.safetensors_io import CheckpointReader
 from mdu_jax.training.metrics_log import read_metrics
+from tests.conftest import xla_flags
 from tests.training.helpers import setup_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,7 +62,7 @@ def _run_two_processes(cmd, devices_per_process):
 
 def _env(devices, **extra):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(k, None)

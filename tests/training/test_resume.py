@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from mdu_jax.checkpoints.safetensors_io import CheckpointReader
+from tests.conftest import xla_flags
 from tests.training.helpers import setup_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,7 +29,7 @@ def _command(config_path):
 
 def _env():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = xla_flags(2)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

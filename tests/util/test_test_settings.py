@@ -8,10 +8,15 @@ import time
 import jax
 import pytest
 
-from tests.conftest import build_once, pytest_collection_modifyitems
+from tests.conftest import QUICK_XLA_FLAGS, build_once, pytest_collection_modifyitems, xla_flags
 
 
 QUICK = "tests/conftest.py sets JAX_DISABLE_MOST_OPTIMIZATIONS=1 (unless the environment already sets it)"
+
+
+def test_the_quick_xla_flags_reach_this_process_and_the_processes_tests_start():
+    assert QUICK_XLA_FLAGS in os.environ["XLA_FLAGS"]  # unless the environment already set XLA_FLAGS
+    assert xla_flags(2).split() == ["--xla_force_host_platform_device_count=2", *QUICK_XLA_FLAGS.split()]
 
 
 def test_quick_compile_mode_is_the_default():
