@@ -176,14 +176,16 @@ def _drop_leading_axis(tree):
 
 
 def _first_shard(x: jax.Array) -> jax.Array:
-    """The [1, ...] block of a pmap-sharded array that holds index 0, as a one-device array."""
-    return next(s.data for s in x.addressable_shards if (s.index[0].start or 0) == 0)
+    """The [1, ...] block of a pmap-sharded array with the lowest index this process holds (index
+    0 on one host; on other hosts of a pod their first replica), as a one-device array."""
+    return min(x.addressable_shards, key=lambda s: s.index[0].start or 0).data
 
 
 def unreplicate(tree):
-    """The first device's copy of a pmap-replicated tree, as arrays on that device: one program
-    for the whole tree (``x[0]`` per leaf compiled a gather and a broadcast per leaf shape, and
-    left each result on every device, so that orbax sliced it again per replica to save it)."""
+    """One device's copy of a pmap-replicated tree (every replica holds the same values), as arrays
+    on that device: one program for the whole tree (``x[0]`` per leaf compiled a gather and a
+    broadcast per leaf shape, and left each result on every device, so that orbax sliced it again
+    per replica to save it)."""
     return _drop_leading_axis(jax.tree.map(_first_shard, tree))
 
 
