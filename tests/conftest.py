@@ -9,10 +9,10 @@ import tempfile
 
 # XLA:CPU's older fusion code generators instead of its new MLIR-based emitters (the programs, their
 # HLO and fusions, are the same; the machine code is generated differently and about a third faster
-# to compile). Measured (CPU user s, one process per file, both settings back to back):
-# tests/demo/test_demo_methods.py 37.6 / 43.7 -> 29.4 / 25.4, tests/sampling/test_block_slots.py
-# 23.6 / 25.6 -> 18.2 / 16.3, tests/probes/test_relearn.py 29.6 / 25.2 -> 20.3; the compute-bound
-# tests/training/test_end_to_end.py 111.4 -> 109.2 (the generated code runs as fast).
+# to compile). Measured, each file alone in one process, both settings back to back: on the idle
+# machine tests/sampling/test_block_slots.py 29.0 -> 18.3 CPU user s, and the compute-bound
+# tests/training/test_end_to_end.py 96.8 / 91.8 -> 92.5 / 78.6 s wall in two pairs (the generated
+# code runs as fast); the whole suite, idle, 24 min 43 s -> 12 min 26 s (with other test changes).
 # Test files that start processes with their own device count append these flags (`xla_flags`).
 QUICK_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
 
